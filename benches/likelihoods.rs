@@ -1,0 +1,81 @@
+//! ZINB log-probability forward + backward on a 128 × 20,000 minibatch (one scRNA-seq
+//! minibatch at transcriptome scale), CPU backend.
+//!
+//! ```text
+//! cargo bench --bench likelihoods
+//! ```
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use gimvi::burn::tensor::{Distribution, Tensor};
+use gimvi::likelihoods::{log_nb, log_zinb};
+use gimvi::BackendKind;
+
+const CELLS: usize = 128;
+const GENES: usize = 20_000;
+
+fn bench(c: &mut Criterion) {
+    let device = BackendKind::default()
+        .device()
+        .expect("default backend")
+        .autodiff();
+    device.seed(0);
+    // Counts: Poisson-ish small integers with ~60 % zeros, like a UMI minibatch.
+    let x = Tensor::<2>::random([CELLS, GENES], Distribution::Uniform(-3.0, 2.5), &device)
+        .clamp_min(0.0)
+        .round();
+    let mu = Tensor::<2>::random([CELLS, GENES], Distribution::Uniform(0.01, 5.0), &device);
+    let log_theta = Tensor::<2>::random([1, GENES], Distribution::Normal(0.0, 1.0), &device);
+    let logits = Tensor::<2>::random([CELLS, GENES], Distribution::Normal(-1.0, 1.0), &device);
+
+    let mut group = c.benchmark_group("zinb_128x20000");
+    group.sample_size(10);
+    group.bench_function("forward_backward", |b| {
+        b.iter(|| {
+            let mu = mu.clone().require_grad();
+            let log_theta = log_theta.clone().require_grad();
+            let logits = logits.clone().require_grad();
+            let loss = log_zinb(
+                x.clone(),
+                mu.clone(),
+                log_theta.clone().exp(),
+                logits.clone(),
+            )
+            .sum()
+            .neg();
+            let grads = loss.backward();
+            let g = mu.grad(&grads).expect("gradient");
+            // Force the computation to finish.
+            g.sum().into_scalar::<f32>()
+        })
+    });
+    group.bench_function("forward_only", |b| {
+        let dev = BackendKind::default().device().expect("default backend");
+        let x = x.clone().without_autodiff();
+        let mu = mu.clone().without_autodiff();
+        let theta = log_theta.clone().without_autodiff().exp();
+        let logits = logits.clone().without_autodiff();
+        let _ = dev;
+        b.iter(|| {
+            log_zinb(x.clone(), mu.clone(), theta.clone(), logits.clone())
+                .sum()
+                .into_scalar::<f32>()
+        })
+    });
+    group.bench_function("nb_forward_backward", |b| {
+        b.iter(|| {
+            let mu = mu.clone().require_grad();
+            let loss = log_nb(x.clone(), mu.clone(), log_theta.clone().exp())
+                .sum()
+                .neg();
+            let grads = loss.backward();
+            mu.grad(&grads)
+                .expect("gradient")
+                .sum()
+                .into_scalar::<f32>()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,161 @@
+//! Run-time choice among the backends compiled into this build.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::Device;
+
+/// A compute backend gimvi can run on. Which ones are usable depends on the cargo features the
+/// crate was built with; [`BackendKind::compiled`] lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// burn-ndarray on the CPU (cargo feature `ndarray`, on by default).
+    NdArray,
+    /// burn-flex, burn's pure-Rust CPU backend (cargo feature `flex`).
+    Flex,
+    /// wgpu: Vulkan, Metal or DX12 GPUs (cargo feature `wgpu`).
+    Wgpu,
+    /// CUDA on NVIDIA GPUs (cargo feature `cuda`).
+    Cuda,
+}
+
+/// Errors choosing a backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The name is not one of gimvi's backends.
+    #[error("unknown backend '{0}': expected one of ndarray, flex, wgpu, cuda")]
+    Unknown(String),
+    /// The backend exists but this build does not include it.
+    #[error(
+        "backend '{kind}' is not compiled into this build; rebuild with `--features {feature}` \
+         (compiled in: {available})"
+    )]
+    NotCompiled {
+        /// The requested backend.
+        kind: BackendKind,
+        /// The cargo feature that enables it.
+        feature: &'static str,
+        /// Backends this build has, comma-separated.
+        available: String,
+    },
+}
+
+impl BackendKind {
+    /// Every backend gimvi knows, compiled in or not.
+    pub const ALL: [BackendKind; 4] = [Self::NdArray, Self::Flex, Self::Wgpu, Self::Cuda];
+
+    /// The name used on the command line and in cargo features.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NdArray => "ndarray",
+            Self::Flex => "flex",
+            Self::Wgpu => "wgpu",
+            Self::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this build includes the backend.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            Self::NdArray => cfg!(feature = "ndarray"),
+            Self::Flex => cfg!(feature = "flex"),
+            Self::Wgpu => cfg!(feature = "wgpu"),
+            Self::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
+    /// The backends this build includes, in order of preference for [`BackendKind::default`].
+    pub fn compiled() -> Vec<BackendKind> {
+        Self::ALL.into_iter().filter(|k| k.is_compiled()).collect()
+    }
+
+    /// The burn device for this backend (its default adapter / GPU 0), without autodiff.
+    ///
+    /// Device creation is lazy in burn: a missing GPU adapter or driver surfaces at the first
+    /// tensor operation, not here.
+    pub fn device(self) -> Result<Device, BackendError> {
+        if !self.is_compiled() {
+            return Err(BackendError::NotCompiled {
+                kind: self,
+                feature: self.name(),
+                available: Self::compiled()
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        Ok(self.device_unchecked())
+    }
+
+    #[allow(unreachable_code, deprecated)]
+    fn device_unchecked(self) -> Device {
+        match self {
+            #[cfg(feature = "ndarray")]
+            Self::NdArray => Device::ndarray(),
+            #[cfg(feature = "flex")]
+            Self::Flex => Device::flex(),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+            #[cfg(feature = "cuda")]
+            Self::Cuda => Device::cuda(0),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("device_unchecked called for a backend that is not compiled in"),
+        }
+    }
+}
+
+impl Default for BackendKind {
+    /// The first compiled-in backend (ndarray in a default build).
+    fn default() -> Self {
+        Self::compiled()
+            .first()
+            .copied()
+            .unwrap_or(BackendKind::NdArray)
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| BackendError::Unknown(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_rejects_unknown() {
+        assert_eq!("NdArray".parse::<BackendKind>(), Ok(BackendKind::NdArray));
+        assert_eq!(" cuda ".parse::<BackendKind>(), Ok(BackendKind::Cuda));
+        let err = "tpu".parse::<BackendKind>().unwrap_err();
+        assert!(err.to_string().contains("unknown backend 'tpu'"), "{err}");
+    }
+
+    #[test]
+    fn default_build_has_ndarray_and_refuses_missing_backends() {
+        assert!(BackendKind::NdArray.is_compiled());
+        assert_eq!(BackendKind::default(), BackendKind::NdArray);
+        for kind in BackendKind::ALL {
+            match kind.device() {
+                Ok(_) => assert!(kind.is_compiled()),
+                Err(e) => {
+                    assert!(!kind.is_compiled());
+                    assert!(e.to_string().contains("--features"), "{e}");
+                }
+            }
+        }
+    }
+}

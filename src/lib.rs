@@ -1,0 +1,38 @@
+//! # gimvi
+//!
+//! A pure-Rust implementation of gimVI (Lopez et al. 2019, *A joint model of unpaired data from
+//! scRNA-seq and spatial transcriptomics for imputing missing gene expression measurements*):
+//! a deep generative model that integrates an scRNA-seq reference with a spatial
+//! transcriptomics panel and imputes the genes the spatial assay did not measure.
+//!
+//! This is the facade crate that users `cargo add`. It re-exports the workspace crates:
+//!
+//! * [`likelihoods`]: ZINB, NB and Poisson log-probabilities, Gaussian KL terms and a
+//!   differentiable `lgamma`, all on burn tensors.
+//!
+//! The model, trainer, metrics and data readers are being built (see the project's issues and
+//! `CHANGELOG.md`); they will be re-exported here.
+//!
+//! ## Backends
+//!
+//! burn 0.22 selects the compute backend at run time through the [`Device`] a tensor is
+//! created on, rather than through a type parameter. gimvi's cargo features decide which
+//! backends are compiled in (`ndarray`, the default CPU backend; `flex`, burn's newer pure-Rust
+//! CPU backend; `wgpu`; `cuda`) and [`BackendKind`] picks one of them at run time:
+//!
+//! ```
+//! use gimvi::BackendKind;
+//!
+//! let kind: BackendKind = "ndarray".parse().unwrap();
+//! let device = kind.device().unwrap();
+//! # let _ = device;
+//! ```
+#![warn(missing_docs)]
+
+pub use burn;
+pub use burn::tensor::Device;
+pub use gimvi_likelihoods as likelihoods;
+
+mod backend;
+
+pub use backend::{BackendError, BackendKind};
