@@ -8,9 +8,11 @@
 //! This is the facade crate that users `cargo add`. It re-exports the workspace crates:
 //!
 //! * [`likelihoods`]: ZINB, NB and Poisson log-probabilities, Gaussian KL terms and a
-//!   differentiable `lgamma`, all on burn tensors.
+//!   differentiable `lgamma`, all on burn tensors;
+//! * [`metrics`]: per-gene Spearman/Pearson, entropy of mixing, k-NN purity, exact k-NN,
+//!   k-NN regression and the held-out-gene evaluation protocol.
 //!
-//! The model, trainer, metrics and data readers are being built (see the project's issues and
+//! The model, trainer and data readers are being built (see the project's issues and
 //! `CHANGELOG.md`); they will be re-exported here.
 //!
 //! ## Backends
@@ -32,6 +34,7 @@
 pub use burn;
 pub use burn::tensor::Device;
 pub use gimvi_likelihoods as likelihoods;
+pub use gimvi_metrics as metrics;
 
 mod backend;
 

@@ -39,7 +39,7 @@ fn deviance_rate<const D: usize>(t: Tensor<D>, r: Tensor<D>) -> Tensor<D> {
     let rs = r.clone().clamp(-H_SERIES_MAX, H_SERIES_MAX);
     // r² · Σ_{k=2}^{10} (−1)^k r^{k−2} / (k (k − 1)), Horner in r.
     let coef = |k: usize| -> f64 {
-        let sign = if k % 2 == 0 { 1.0 } else { -1.0 };
+        let sign = if k.is_multiple_of(2) { 1.0 } else { -1.0 };
         sign / (k * (k - 1)) as f64
     };
     let mut acc = rs.clone().mul_scalar(coef(10));

@@ -101,7 +101,7 @@ fn lgamma_two_plus<const D: usize>(y: Tensor<D>) -> Tensor<D> {
     let n = ZETA_MINUS_ONE.len();
     let coef = |k: usize| -> f64 {
         // k ≥ 2
-        let sign = if k % 2 == 0 { 1.0 } else { -1.0 };
+        let sign = if k.is_multiple_of(2) { 1.0 } else { -1.0 };
         sign * ZETA_MINUS_ONE[k - 2] / k as f64
     };
     let mut acc = y.clone().mul_scalar(coef(n + 1));

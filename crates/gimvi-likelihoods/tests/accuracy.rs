@@ -79,7 +79,7 @@ impl Report {
         if err > self.worst {
             self.worst = err;
         }
-        if !(err <= self.tol) {
+        if err.is_nan() || err > self.tol {
             self.failures.push(format!(
                 "{}: got {got:e}, want {want:e}, rel err {err:e}",
                 context()
