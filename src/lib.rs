@@ -10,10 +10,13 @@
 //! * [`likelihoods`]: ZINB, NB and Poisson log-probabilities, Gaussian KL terms and a
 //!   differentiable `lgamma`, all on burn tensors;
 //! * [`metrics`]: per-gene Spearman/Pearson, entropy of mixing, k-NN purity, exact k-NN,
-//!   k-NN regression and the held-out-gene evaluation protocol.
-//!
-//! The model, trainer and data readers are being built (see the project's issues and
-//! `CHANGELOG.md`); they will be re-exported here.
+//!   k-NN regression and the held-out-gene evaluation protocol;
+//! * [`data`]: readers for AnnData `.h5ad`, loom, 10x MatrixMarket and CSV/TSV, an `.h5ad`
+//!   and CSV writer, data preparation and the registry of the paper's datasets;
+//! * [`model`]: the gimVI model — configuration, networks, inference (latent space,
+//!   imputation with posterior uncertainty), save / load, and a simulator;
+//! * [`trainer`]: the training loop (Adam, KL warm-up, the adversarial classifier,
+//!   validation, early stopping, divergence detection, progress bar, per-epoch callback).
 //!
 //! ## Backends
 //!
@@ -33,8 +36,11 @@
 
 pub use burn;
 pub use burn::tensor::Device;
+pub use gimvi_data as data;
 pub use gimvi_likelihoods as likelihoods;
 pub use gimvi_metrics as metrics;
+pub use gimvi_model as model;
+pub use gimvi_trainer as trainer;
 
 mod backend;
 

@@ -38,7 +38,8 @@ pub use kl::{kl_normal, kl_normal_standard};
 pub use special::{expm1, lgamma, stirling_correction};
 
 /// The observation model of one dataset (Lopez et al. 2019, Eq. 3 and Eq. 6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CountLikelihood {
     /// Zero-inflated negative binomial (scRNA-seq default): needs θ and dropout logits.
     Zinb,

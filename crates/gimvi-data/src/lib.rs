@@ -1,0 +1,377 @@
+//! Reading and writing the data gimVI works on, in pure Rust (no HDF5 C library):
+//!
+//! * [`h5ad`]: AnnData `.h5ad` (scanpy, squidpy, scvi-tools) — read X dense or sparse (CSR/CSC,
+//!   anndata ≥ 0.7 `encoding-type` and the older `h5sparse` layout), `layers`, `raw`, `obs`
+//!   (numeric, string and categorical columns), `obsm` spatial coordinates; write results
+//!   that `anndata.read_h5ad` opens;
+//! * [`loom`]: loom files (`/matrix` genes × cells, `/row_attrs`, `/col_attrs`);
+//! * [`mtx`]: 10x-style MatrixMarket folders and loose MatrixMarket files;
+//! * [`delimited`]: dense CSV/TSV with genes or cells as rows, and CSV output;
+//! * [`prepare`]: case-insensitive gene matching, removal of empty cells, count validation,
+//!   library-size statistics;
+//! * [`registry`]: the paper's dataset pairs (mSMS, mPFC) under `GIMVI_DATA_DIR`.
+//!
+//! Every reader returns a [`Dataset`]; every failure is a [`DataError`] that names the file and
+//! the cause. The HDF5 layer is the `hdf5-pure` crate (see `docs/data.md` for the choice).
+#![warn(missing_docs)]
+
+pub mod csr;
+pub mod delimited;
+pub mod h5ad;
+mod hdf;
+pub mod loom;
+pub mod mtx;
+pub mod prepare;
+pub mod registry;
+
+use std::path::{Path, PathBuf};
+
+pub use csr::CsrMatrix;
+
+/// One metadata column of the cells (an `obs` column or a loom column attribute).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Column {
+    /// Numbers (integers are stored as f64).
+    Numeric(Vec<f64>),
+    /// Free text.
+    Text(Vec<String>),
+    /// Categorical: one code per cell into `categories` (−1 = missing).
+    Categorical {
+        /// Code per cell, −1 for missing.
+        codes: Vec<i32>,
+        /// Category labels.
+        categories: Vec<String>,
+    },
+}
+
+impl Column {
+    /// Number of cells the column covers.
+    pub fn len(&self) -> usize {
+        match self {
+            Column::Numeric(v) => v.len(),
+            Column::Text(v) => v.len(),
+            Column::Categorical { codes, .. } => codes.len(),
+        }
+    }
+
+    /// Whether the column has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The label of cell `i` as text (numbers formatted, missing categories as "").
+    pub fn label(&self, i: usize) -> String {
+        match self {
+            Column::Numeric(v) => v[i].to_string(),
+            Column::Text(v) => v[i].clone(),
+            Column::Categorical { codes, categories } => usize::try_from(codes[i])
+                .ok()
+                .and_then(|c| categories.get(c).cloned())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn select(&self, rows: &[usize]) -> Column {
+        match self {
+            Column::Numeric(v) => Column::Numeric(rows.iter().map(|&r| v[r]).collect()),
+            Column::Text(v) => Column::Text(rows.iter().map(|&r| v[r].clone()).collect()),
+            Column::Categorical { codes, categories } => Column::Categorical {
+                codes: rows.iter().map(|&r| codes[r]).collect(),
+                categories: categories.clone(),
+            },
+        }
+    }
+}
+
+/// A cells × genes count matrix with its annotations, as read from any supported format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Where the data came from (file path or a label), used in messages.
+    pub source: String,
+    /// Counts, cells × genes.
+    pub counts: CsrMatrix,
+    /// Gene names, one per column.
+    pub genes: Vec<String>,
+    /// Cell names, one per row.
+    pub cells: Vec<String>,
+    /// Cell metadata columns in file order.
+    pub obs: Vec<(String, Column)>,
+    /// Spatial coordinates, one row of (x, y[, z]) per cell, when the file has them.
+    pub spatial: Option<Vec<Vec<f64>>>,
+}
+
+impl Dataset {
+    /// Assembles a dataset, checking that names and annotations match the matrix shape.
+    pub fn new(
+        source: impl Into<String>,
+        counts: CsrMatrix,
+        genes: Vec<String>,
+        cells: Vec<String>,
+        obs: Vec<(String, Column)>,
+        spatial: Option<Vec<Vec<f64>>>,
+    ) -> Result<Self, DataError> {
+        let source = source.into();
+        let check = |what: String, expected: usize, found: usize| {
+            if expected == found {
+                Ok(())
+            } else {
+                Err(DataError::Shape {
+                    what: format!("{source}: {what}"),
+                    expected: expected.to_string(),
+                    found: found.to_string(),
+                })
+            }
+        };
+        check(
+            "gene names vs matrix columns".into(),
+            counts.n_cols(),
+            genes.len(),
+        )?;
+        check(
+            "cell names vs matrix rows".into(),
+            counts.n_rows(),
+            cells.len(),
+        )?;
+        for (name, col) in &obs {
+            check(
+                format!("cell column '{name}' length"),
+                counts.n_rows(),
+                col.len(),
+            )?;
+        }
+        if let Some(sp) = &spatial {
+            check("spatial coordinate rows".into(), counts.n_rows(), sp.len())?;
+        }
+        Ok(Dataset {
+            source,
+            counts,
+            genes,
+            cells,
+            obs,
+            spatial,
+        })
+    }
+
+    /// Number of cells.
+    pub fn n_cells(&self) -> usize {
+        self.counts.n_rows()
+    }
+
+    /// Number of genes.
+    pub fn n_genes(&self) -> usize {
+        self.counts.n_cols()
+    }
+
+    /// A metadata column by name.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.obs.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+
+    /// The cells listed in `rows`, in that order, with their annotations.
+    pub fn select_cells(&self, rows: &[usize]) -> Dataset {
+        Dataset {
+            source: self.source.clone(),
+            counts: self.counts.select_rows(rows),
+            genes: self.genes.clone(),
+            cells: rows.iter().map(|&r| self.cells[r].clone()).collect(),
+            obs: self
+                .obs
+                .iter()
+                .map(|(n, c)| (n.clone(), c.select(rows)))
+                .collect(),
+            spatial: self
+                .spatial
+                .as_ref()
+                .map(|s| rows.iter().map(|&r| s[r].clone()).collect()),
+        }
+    }
+
+    /// The genes listed in `cols`, in that order.
+    pub fn select_genes(&self, cols: &[usize]) -> Dataset {
+        Dataset {
+            source: self.source.clone(),
+            counts: self.counts.select_cols(cols),
+            genes: cols.iter().map(|&c| self.genes[c].clone()).collect(),
+            cells: self.cells.clone(),
+            obs: self.obs.clone(),
+            spatial: self.spatial.clone(),
+        }
+    }
+}
+
+/// Errors of reading, writing and preparing data. Each names the file or dataset concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The operating system could not read or write a file.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        /// File concerned.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The file is not HDF5 (h5ad and loom are HDF5 files).
+    #[error("{path} is not an HDF5 file (no HDF5 signature), so it is neither .h5ad nor .loom")]
+    NotHdf5 {
+        /// File concerned.
+        path: PathBuf,
+    },
+    /// The HDF5 layer failed (truncated or corrupt file, unsupported feature).
+    #[error("{path}: cannot read {what}: {message}")]
+    Hdf5 {
+        /// File concerned.
+        path: PathBuf,
+        /// Object being read.
+        what: String,
+        /// The HDF5 reader's message.
+        message: String,
+    },
+    /// A required element is absent.
+    #[error("{path}: {what} not found")]
+    Missing {
+        /// File concerned.
+        path: PathBuf,
+        /// What was looked for.
+        what: String,
+    },
+    /// The content does not follow the expected format.
+    #[error("{path}: {message}")]
+    Format {
+        /// File concerned.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Sizes that must agree do not.
+    #[error("shape mismatch in {what}: expected {expected}, found {found}")]
+    Shape {
+        /// Which sizes.
+        what: String,
+        /// Expected size.
+        expected: String,
+        /// Size found.
+        found: String,
+    },
+    /// A count is NaN or infinite.
+    #[error("{dataset}: non-finite count ({value}) at cell '{cell}', gene '{gene}'")]
+    NonFinite {
+        /// Dataset.
+        dataset: String,
+        /// The value.
+        value: f32,
+        /// Cell name.
+        cell: String,
+        /// Gene name.
+        gene: String,
+    },
+    /// A count is negative.
+    #[error(
+        "{dataset}: negative count ({value}) at cell '{cell}', gene '{gene}'; counts must be ≥ 0"
+    )]
+    Negative {
+        /// Dataset.
+        dataset: String,
+        /// The value.
+        value: f32,
+        /// Cell name.
+        cell: String,
+        /// Gene name.
+        gene: String,
+    },
+    /// A count is not an integer although the likelihood needs integer counts.
+    #[error(
+        "{dataset}: non-integer count ({value}) at cell '{cell}', gene '{gene}'; the count \
+         likelihoods need raw integer counts (use the raw counts layer, or opt in to rounding)"
+    )]
+    NonInteger {
+        /// Dataset.
+        dataset: String,
+        /// The value.
+        value: f32,
+        /// Cell name.
+        cell: String,
+        /// Gene name.
+        gene: String,
+    },
+    /// Two datasets share no gene name (compared case-insensitively).
+    #[error(
+        "no gene in common between {first} ({first_genes} genes) and {second} ({second_genes} \
+         genes), compared case-insensitively"
+    )]
+    NoSharedGenes {
+        /// First dataset.
+        first: String,
+        /// Its gene count.
+        first_genes: usize,
+        /// Second dataset.
+        second: String,
+        /// Its gene count.
+        second_genes: usize,
+    },
+    /// Every cell was removed (e.g. all had zero counts on the genes used).
+    #[error("{dataset}: no cell left after {step}")]
+    NoCells {
+        /// Dataset.
+        dataset: String,
+        /// The step that removed them.
+        step: String,
+    },
+    /// A data file the registry needs is absent.
+    #[error("data file {path} not found: {hint}")]
+    MissingDataFile {
+        /// Expected location.
+        path: PathBuf,
+        /// What the file is and where to get it.
+        hint: String,
+    },
+    /// `GIMVI_DATA_DIR` is not set and no directory was given.
+    #[error(
+        "GIMVI_DATA_DIR is not set: point it at the folder holding the datasets (in this \
+         repository's CI, ../shared/data; see docs/data.md for the files and their sources)"
+    )]
+    NoDataDir,
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads any supported file, choosing the reader by extension: `.h5ad`, `.loom`, `.mtx` /
+/// `.mtx.gz` (with sibling gene/barcode files), a folder (10x MatrixMarket), `.csv` / `.tsv` /
+/// `.txt` (dense, genes as rows unless the first line looks like gene names).
+pub fn read_any(path: impl AsRef<Path>) -> Result<Dataset, DataError> {
+    let path = path.as_ref();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    if path.is_dir() {
+        mtx::read_10x_dir(path)
+    } else if name.ends_with(".h5ad") || name.ends_with(".h5") {
+        h5ad::read_h5ad(path, &h5ad::H5adOptions::default())
+    } else if name.ends_with(".loom") {
+        loom::read_loom(path, &loom::LoomOptions::default())
+    } else if name.ends_with(".mtx") || name.ends_with(".mtx.gz") {
+        mtx::read_10x_dir(path.parent().unwrap_or(Path::new(".")))
+    } else if [".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz"]
+        .iter()
+        .any(|e| name.ends_with(e))
+    {
+        delimited::read_delimited(path, delimited::Orientation::GenesAsRows)
+    } else if !path.exists() {
+        Err(DataError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        })
+    } else {
+        Err(DataError::Format {
+            path: path.to_path_buf(),
+            message: "unknown file type: expected .h5ad, .loom, .mtx[.gz], a 10x folder, \
+                      .csv or .tsv"
+                .into(),
+        })
+    }
+}

@@ -1,0 +1,463 @@
+//! The networks of gimVI as burn modules, and the per-dataset ELBO terms.
+
+use burn::module::{Module, Param};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{log_softmax, relu, softmax};
+use burn::tensor::{Device, Int, Shape, Tensor, TensorData};
+use gimvi_likelihoods::{kl_normal, kl_normal_standard};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution as _, StandardNormal};
+
+use crate::config::{LibraryModel, ModelConfig};
+use crate::ModelError;
+
+/// Variance floor added to the encoders' variances. scvi-tools adds 10⁻⁴ to the library
+/// variance only; the z variance there has no floor, so exp(·) can underflow to 0 and make the
+/// KL infinite. The floor is applied to both here.
+pub const VAR_EPS: f64 = 1e-4;
+
+/// Floor of the observed library of a spatial cell, so a cell with zero counts on its genes
+/// gives ln ℓ′ = 0 instead of −∞ (scvi-tools NaNs there; data preparation drops such cells).
+pub const MIN_OBSERVED_LIBRARY: f64 = 1.0;
+
+/// Every random draw of the model — weight initialisation, reparameterisation noise, dropout
+/// masks — comes from this host-side generator, so that a seeded run is reproducible whatever
+/// else uses the backend's own generator (which is global, and shared by parallel threads).
+pub type ModelRng = ChaCha8Rng;
+
+/// Standard-normal noise of `shape` drawn from `rng`, on `device`.
+pub fn normal_noise(shape: Shape, rng: &mut ModelRng, device: &Device) -> Tensor<2> {
+    let dims = shape.dims::<2>();
+    let v: Vec<f32> = (0..dims[0] * dims[1])
+        .map(|_| StandardNormal.sample(rng))
+        .collect();
+    Tensor::from_data(TensorData::new(v, dims), device)
+}
+
+/// A linear layer initialised as PyTorch does (weights and bias uniform on ±1/√fan_in),
+/// from `rng`.
+fn linear(d_in: usize, d_out: usize, rng: &mut ModelRng, device: &Device) -> Linear {
+    let bound = 1.0 / (d_in as f64).sqrt();
+    let mut uniform = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| rng.random_range(-bound..bound) as f32)
+            .collect()
+    };
+    let mut layer = LinearConfig::new(d_in, d_out).init(device);
+    layer.weight = Param::from_tensor(Tensor::from_data(
+        TensorData::new(uniform(d_in * d_out), [d_in, d_out]),
+        device,
+    ));
+    layer.bias = Some(Param::from_tensor(Tensor::from_data(
+        TensorData::new(uniform(d_out), [d_out]),
+        device,
+    )));
+    layer
+}
+
+/// Linear → BatchNorm (momentum 0.01, ε 10⁻³, as scvi-tools) → ReLU → Dropout. Dropout and
+/// batch statistics are active only on an autodiff (training) device.
+#[derive(Module, Debug)]
+pub struct FcBlock {
+    linear: Linear,
+    norm: BatchNorm,
+    dropout: f64,
+}
+
+impl FcBlock {
+    fn new(d_in: usize, d_out: usize, dropout: f64, rng: &mut ModelRng, device: &Device) -> Self {
+        Self {
+            linear: linear(d_in, d_out, rng, device),
+            norm: BatchNormConfig::new(d_out)
+                .with_momentum(0.01)
+                .with_epsilon(1e-3)
+                .init(device),
+            dropout,
+        }
+    }
+
+    fn forward(&self, x: Tensor<2>, rng: Option<&mut ModelRng>) -> Tensor<2> {
+        let h = relu(self.norm.forward(self.linear.forward(x)));
+        match rng {
+            Some(rng) if self.dropout > 0.0 && h.device().is_autodiff() => {
+                let keep = 1.0 - self.dropout;
+                let [n, d] = h.dims();
+                let mask: Vec<f32> = (0..n * d)
+                    .map(|_| {
+                        if rng.random::<f64>() < keep {
+                            (1.0 / keep) as f32
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let device = h.device();
+                h.mul(Tensor::from_data(TensorData::new(mask, [n, d]), &device))
+            }
+            _ => h,
+        }
+    }
+}
+
+/// q(ln ℓ | x): one hidden block, then mean and log-variance heads.
+#[derive(Module, Debug)]
+pub struct LibraryEncoder {
+    block: FcBlock,
+    mean: Linear,
+    log_var: Linear,
+}
+
+impl LibraryEncoder {
+    fn forward(&self, x_log: Tensor<2>, rng: Option<&mut ModelRng>) -> (Tensor<2>, Tensor<2>) {
+        let h = self.block.forward(x_log, rng);
+        let var = self.log_var.forward(h.clone()).exp().add_scalar(VAR_EPS);
+        (self.mean.forward(h), var)
+    }
+}
+
+/// The adversarial dataset classifier on z.
+#[derive(Module, Debug)]
+pub struct Classifier {
+    blocks: Vec<FcBlock>,
+    out: Linear,
+}
+
+impl Classifier {
+    /// Builds the classifier from the configuration (hidden layers, units, dropout).
+    pub fn new(config: &ModelConfig, rng: &mut ModelRng, device: &Device) -> Self {
+        let mut blocks = Vec::new();
+        let mut d_in = config.n_latent;
+        for _ in 0..config.classifier_layers {
+            blocks.push(FcBlock::new(
+                d_in,
+                config.classifier_hidden,
+                config.classifier_dropout,
+                rng,
+                device,
+            ));
+            d_in = config.classifier_hidden;
+        }
+        Self {
+            blocks,
+            out: linear(d_in, config.datasets.len(), rng, device),
+        }
+    }
+
+    /// Logits over datasets, `[cells, datasets]`; dropout draws from `rng` when training.
+    pub fn forward(&self, z: Tensor<2>, mut rng: Option<&mut ModelRng>) -> Tensor<2> {
+        let mut h = z;
+        for b in &self.blocks {
+            h = b.forward(h, rng.as_deref_mut());
+        }
+        self.out.forward(h)
+    }
+
+    /// Cross-entropy of the true dataset labels (the classifier's own objective).
+    pub fn loss_true(
+        &self,
+        z: Tensor<2>,
+        labels: &[usize],
+        rng: Option<&mut ModelRng>,
+    ) -> Tensor<1> {
+        let logp = log_softmax(self.forward(z, rng), 1);
+        let target = one_hot(labels, logp.dims()[1], &logp.device());
+        logp.mul(target).sum_dim(1).mean().neg()
+    }
+
+    /// The encoders' "fool" objective: cross-entropy against the uniform distribution over the
+    /// *other* datasets (label flipping; with two datasets, the wrong one).
+    pub fn loss_fool(
+        &self,
+        z: Tensor<2>,
+        labels: &[usize],
+        rng: Option<&mut ModelRng>,
+    ) -> Tensor<1> {
+        let logp = log_softmax(self.forward(z, rng), 1);
+        let c = logp.dims()[1];
+        let target = one_hot(labels, c, &logp.device())
+            .neg()
+            .add_scalar(1.0)
+            .div_scalar((c - 1) as f64);
+        logp.mul(target).sum_dim(1).mean().neg()
+    }
+
+    /// Fraction of cells whose dataset the classifier predicts correctly.
+    pub fn accuracy(&self, z: Tensor<2>, labels: &[usize]) -> f64 {
+        let pred: Vec<i64> = self
+            .forward(z, None)
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .unwrap_or_default();
+        let hits = pred
+            .iter()
+            .zip(labels)
+            .filter(|(p, l)| **p as usize == **l)
+            .count();
+        hits as f64 / labels.len().max(1) as f64
+    }
+}
+
+fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
+    let mut v = vec![0f32; labels.len() * classes];
+    for (i, &l) in labels.iter().enumerate() {
+        v[i * classes + l] = 1.0;
+    }
+    Tensor::from_data(TensorData::new(v, [labels.len(), classes]), device)
+}
+
+/// The gimVI networks: per-dataset private encoder layers, a shared last encoder layer, the
+/// Gaussian heads of q(z | x, s), library encoders, the decoder and θ.
+#[derive(Module, Debug)]
+pub struct GimviModule {
+    private: Vec<FcBlock>,
+    shared: FcBlock,
+    z_mean: Linear,
+    z_log_var: Linear,
+    library: Vec<Option<LibraryEncoder>>,
+    decoder_hidden: Vec<FcBlock>,
+    px_scale: Linear,
+    px_dropout: Linear,
+    /// ln θ, one row per dataset, one column per gene of G ("gene-batch").
+    log_theta: Param<Tensor<2>>,
+}
+
+/// Everything the forward pass of one dataset's minibatch produces.
+#[derive(Debug, Clone)]
+pub struct ForwardOutput {
+    /// Mean of q(z | x, s), `[cells, d]`.
+    pub qz_mean: Tensor<2>,
+    /// Variance of q(z | x, s).
+    pub qz_var: Tensor<2>,
+    /// The sampled (or, deterministically, mean) z.
+    pub z: Tensor<2>,
+    /// Reconstruction term −ln p(x | z, ℓ) per cell, `[cells, 1]`.
+    pub reconstruction: Tensor<2>,
+    /// KL(q(z) ‖ N(0, I)) + KL(q(ln ℓ) ‖ prior) per cell, `[cells, 1]`.
+    pub kl: Tensor<2>,
+}
+
+impl GimviModule {
+    /// Builds freshly initialised networks for a validated configuration.
+    pub fn new(config: &ModelConfig, seed: u64, device: &Device) -> Result<Self, ModelError> {
+        config.validate()?;
+        let mut rng = <ModelRng as rand::SeedableRng>::seed_from_u64(seed);
+        let rng = &mut rng;
+        let h = config.n_hidden;
+        let private = config
+            .datasets
+            .iter()
+            .map(|d| FcBlock::new(d.gene_index.len(), h, config.dropout_encoder, rng, device))
+            .collect();
+        let library = config
+            .datasets
+            .iter()
+            .map(|d| match d.library {
+                LibraryModel::Latent { .. } => Some(LibraryEncoder {
+                    block: FcBlock::new(
+                        d.gene_index.len(),
+                        config.n_hidden_library,
+                        config.dropout_encoder,
+                        rng,
+                        device,
+                    ),
+                    mean: linear(config.n_hidden_library, 1, rng, device),
+                    log_var: linear(config.n_hidden_library, 1, rng, device),
+                }),
+                LibraryModel::Observed => None,
+            })
+            .collect();
+        let mut d_in = config.n_latent
+            + if config.condition_decoder {
+                config.datasets.len()
+            } else {
+                0
+            };
+        let mut decoder_hidden = Vec::new();
+        for &w in &config.decoder_hidden {
+            decoder_hidden.push(FcBlock::new(d_in, w, config.dropout_decoder, rng, device));
+            d_in = w;
+        }
+        let g = config.n_genes();
+        let shared = FcBlock::new(h, h, config.dropout_encoder, rng, device);
+        let z_mean = linear(h, config.n_latent, rng, device);
+        let z_log_var = linear(h, config.n_latent, rng, device);
+        let px_scale = linear(d_in, g, rng, device);
+        let px_dropout = linear(d_in, g, rng, device);
+        // ln θ ~ N(0, 1), as scvi-tools' torch.randn initialisation.
+        let log_theta = normal_noise(Shape::new([config.datasets.len(), g]), rng, device);
+        Ok(Self {
+            private,
+            shared,
+            z_mean,
+            z_log_var,
+            library,
+            decoder_hidden,
+            px_scale,
+            px_dropout,
+            log_theta: Param::from_tensor(log_theta),
+        })
+    }
+
+    /// q(z | x, s) for dataset `m`: mean and variance. The encoder input is ln(1 + x); the
+    /// private layer is dataset `m`'s, the last layer is shared by all datasets.
+    pub fn encode(
+        &self,
+        m: usize,
+        x: Tensor<2>,
+        mut rng: Option<&mut ModelRng>,
+    ) -> (Tensor<2>, Tensor<2>) {
+        let h = self.private[m].forward(x.log1p(), rng.as_deref_mut());
+        let h = self.shared.forward(h, rng);
+        let var = self.z_log_var.forward(h.clone()).exp().add_scalar(VAR_EPS);
+        (self.z_mean.forward(h), var)
+    }
+
+    /// q(ln ℓ | x) for dataset `m` when its library is latent.
+    pub fn encode_library(
+        &self,
+        m: usize,
+        x: Tensor<2>,
+        rng: Option<&mut ModelRng>,
+    ) -> Option<(Tensor<2>, Tensor<2>)> {
+        self.library[m]
+            .as_ref()
+            .map(|enc| enc.forward(x.log1p(), rng))
+    }
+
+    /// Decoder up to the output layers: `[cells, hidden]` features of z (and of the dataset
+    /// label when the decoder is conditioned on it).
+    fn decoder_features(
+        &self,
+        config: &ModelConfig,
+        m: usize,
+        z: Tensor<2>,
+        mut rng: Option<&mut ModelRng>,
+    ) -> Tensor<2> {
+        let mut h = if config.condition_decoder {
+            let n = z.dims()[0];
+            let labels = vec![m; n];
+            Tensor::cat(
+                vec![
+                    z.clone(),
+                    one_hot(&labels, config.datasets.len(), &z.device()),
+                ],
+                1,
+            )
+        } else {
+            z
+        };
+        for b in &self.decoder_hidden {
+            h = b.forward(h, rng.as_deref_mut());
+        }
+        h
+    }
+
+    /// ρ over the requested genes (indices into G), renormalised so that it sums to 1 over the
+    /// genes `norm_genes` — Lopez et al. 2019, Eq. 5: ρ′_g = ρ_g / Σ_{g′ ∈ G′} ρ_g′. With
+    /// `genes` = `norm_genes` this is the softmax over those genes; other requested genes are
+    /// divided by the same sum (as scvi-tools does). `[cells, genes]`.
+    pub fn rho(
+        &self,
+        config: &ModelConfig,
+        m: usize,
+        z: Tensor<2>,
+        genes: &[usize],
+        norm_genes: &[usize],
+    ) -> Tensor<2> {
+        let h = self.decoder_features(config, m, z, None);
+        let logits = self.px_scale.forward(h);
+        let device = logits.device();
+        let norm = logits.clone().select(1, index_tensor(norm_genes, &device));
+        // Eq. 5 in log space: log ρ′_g = l_g − logsumexp_{g′ ∈ G′} l_g′.
+        let max = norm.clone().max_dim(1).detach();
+        let lse = norm.sub(max.clone()).exp().sum_dim(1).log().add(max);
+        logits
+            .select(1, index_tensor(genes, &device))
+            .sub(lse)
+            .exp()
+    }
+
+    /// Forward pass and ELBO terms of one minibatch `x` (`[cells, G_m]` raw counts) of dataset
+    /// `m` (Lopez et al. 2019, Eq. 8 for scRNA-seq, Eq. 9 for spatial data). With `rng`, z and
+    /// ln ℓ are sampled from q (and dropout is applied on a training device); without, the
+    /// posterior means are used.
+    pub fn forward(
+        &self,
+        config: &ModelConfig,
+        m: usize,
+        x: Tensor<2>,
+        mut rng: Option<&mut ModelRng>,
+    ) -> ForwardOutput {
+        let spec = &config.datasets[m];
+        let device = x.device();
+        let (qz_mean, qz_var) = self.encode(m, x.clone(), rng.as_deref_mut());
+        let z = match rng.as_deref_mut() {
+            Some(r) => {
+                let eps = normal_noise(qz_mean.shape(), r, &device);
+                qz_mean.clone().add(qz_var.clone().sqrt().mul(eps))
+            }
+            None => qz_mean.clone(),
+        };
+        // Library: latent (sampled from q) or observed (Eq. 9: ℓ′ = observed total).
+        let library = self.encode_library(m, x.clone(), rng.as_deref_mut());
+        let (log_library, kl_library) = match (library, spec.library) {
+            (Some((ql_mean, ql_var)), LibraryModel::Latent { log_mean, log_var }) => {
+                let log_l = match rng.as_deref_mut() {
+                    Some(r) => {
+                        let eps = normal_noise(ql_mean.shape(), r, &device);
+                        ql_mean.clone().add(ql_var.clone().sqrt().mul(eps))
+                    }
+                    None => ql_mean.clone(),
+                };
+                let prior_mean = ql_mean.zeros_like().add_scalar(log_mean);
+                let prior_var = ql_mean.zeros_like().add_scalar(log_var.max(VAR_EPS));
+                let kl = kl_normal(ql_mean, ql_var, prior_mean, prior_var);
+                (log_l, Some(kl))
+            }
+            _ => (
+                x.clone().sum_dim(1).clamp_min(MIN_OBSERVED_LIBRARY).log(),
+                None,
+            ),
+        };
+
+        let genes = &spec.gene_index;
+        let h = self.decoder_features(config, m, z.clone(), rng);
+        let logits = self.px_scale.forward(h.clone());
+        let idx = index_tensor(genes, &device);
+        // Eq. 5: softmax restricted to the dataset's genes = ρ_g / Σ_{g′ ∈ G′} ρ_g′.
+        let rho = softmax(logits.select(1, idx.clone()), 1);
+        let mu = rho.mul(log_library.exp());
+        let theta = self
+            .log_theta
+            .val()
+            .narrow(0, m, 1)
+            .select(1, idx.clone())
+            .exp();
+        let dropout = self.px_dropout.forward(h).select(1, idx);
+        let log_p = spec
+            .likelihood
+            .log_prob(x, mu, Some(theta), Some(dropout))
+            .expect("theta and dropout logits are always supplied");
+        let reconstruction = log_p.sum_dim(1).neg();
+        let mut kl = kl_normal_standard(qz_mean.clone(), qz_var.clone()).sum_dim(1);
+        if let Some(kl_l) = kl_library {
+            kl = kl.add(kl_l);
+        }
+        ForwardOutput {
+            qz_mean,
+            qz_var,
+            z,
+            reconstruction,
+            kl,
+        }
+    }
+}
+
+/// Indices as an Int tensor on `device`.
+pub(crate) fn index_tensor(idx: &[usize], device: &Device) -> Tensor<1, Int> {
+    let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(v, [idx.len()]), device)
+}

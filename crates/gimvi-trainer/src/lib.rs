@@ -1,0 +1,472 @@
+//! Training of a [`GimviModel`]: maximise the ELBOs of all datasets jointly with Adam on
+//! minibatches drawn from every dataset at each step, while an adversarial classifier on z,
+//! weighted by κ, pushes the datasets' latent distributions together (Lopez et al. 2019,
+//! Eq. 8–9 and the adversarial term; scvi-tools' `GIMVITrainingPlan` as coded).
+//!
+//! Per step, with minibatches B_m of every dataset m:
+//!
+//! L_gen = Σ_m Σ_{i∈B_m} (rec_i + β_t KL_i) / Σ_m |B_m| + κ · L_fool(z),
+//!
+//! then the classifier takes a step on κ · CE(classifier(stop_grad(z)), dataset). β_t rises
+//! linearly from 0 over `kl_warmup_epochs` epochs (scvi-tools: 400, with 200 epochs — so β never
+//! reaches 1 by default; kept for comparability, see [`TrainConfig`]).
+//!
+//! Differences from scvi-tools, each fixing a known defect: validation is computed every epoch
+//! (scvi-tools never runs it with defaults); minibatches are near-equal splits of the shuffled
+//! cells, so there is never a batch of one cell (which crashes BatchNorm there); the classifier
+//! reuses the step's z instead of a second encoder pass; a non-finite loss stops training with
+//! [`TrainError::Diverged`] naming epoch and term; early stopping restores the best weights.
+#![warn(missing_docs)]
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::Tensor;
+use gimvi_data::CsrMatrix;
+use gimvi_model::model::dense_batch;
+use gimvi_model::module::{Classifier, ModelRng};
+use gimvi_model::{GimviModel, ModelError};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Training settings. Defaults are scvi-tools' `GIMVI.train` defaults (1.4, as coded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Passes over the largest dataset (default 200; the paper's evaluation used 100).
+    pub epochs: usize,
+    /// Cells per dataset per step (default 128, i.e. 256 cells per step for two datasets).
+    pub batch_size: usize,
+    /// Adam learning rate (default 10⁻³).
+    pub learning_rate: f64,
+    /// Adam ε (default 0.01 — scvi-tools' value, much larger than Adam's usual 10⁻⁸).
+    pub adam_epsilon: f64,
+    /// L2 weight decay coupled into the gradient (default 10⁻⁶).
+    pub weight_decay: f64,
+    /// Weight κ of the adversarial terms (default 5; 0 switches the classifier off).
+    pub kappa: f64,
+    /// Epochs of linear KL warm-up, β = epoch / warm-up (default 400, as scvi-tools; 0 = no
+    /// warm-up).
+    pub kl_warmup_epochs: usize,
+    /// Fraction of each dataset's cells used for training; the rest is the validation set
+    /// (default 0.9). 1.0 trains on everything and skips validation.
+    pub train_fraction: f64,
+    /// Stop when the validation ELBO has not improved for this many epochs, and restore the
+    /// best weights (default off, as scvi-tools; patience 45 there when switched on).
+    pub early_stopping_patience: Option<usize>,
+    /// Seed of the split, the minibatch order and every random draw on the device.
+    pub seed: u64,
+    /// Show a progress bar on the terminal (never shown when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 200,
+            batch_size: 128,
+            learning_rate: 1e-3,
+            adam_epsilon: 0.01,
+            weight_decay: 1e-6,
+            kappa: 5.0,
+            kl_warmup_epochs: 400,
+            train_fraction: 0.9,
+            early_stopping_patience: None,
+            seed: 0,
+            progress: true,
+        }
+    }
+}
+
+/// One epoch's numbers (per-cell averages over the epoch's steps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    /// Epoch number, from 0.
+    pub epoch: usize,
+    /// KL weight β used.
+    pub beta: f64,
+    /// Generator objective L_gen.
+    pub loss: f64,
+    /// Reconstruction part (−ln p(x | z, ℓ)) per cell.
+    pub reconstruction: f64,
+    /// KL part per cell (unweighted).
+    pub kl: f64,
+    /// Classifier cross-entropy (0 when κ = 0).
+    pub classifier_loss: f64,
+    /// Negative ELBO per validation cell (KL unweighted), when there is a validation set.
+    pub validation_loss: Option<f64>,
+    /// Wall-clock seconds of the epoch.
+    pub seconds: f64,
+}
+
+/// Errors of training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The model or the input is unusable.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// Training settings are unusable.
+    #[error("invalid training settings: {0}")]
+    Config(String),
+    /// A loss became NaN or infinite.
+    #[error(
+        "training diverged at epoch {epoch}, step {step}: the {term} became {value}; lower the \
+         learning rate, check the input counts, or use a likelihood that fits the data"
+    )]
+    Diverged {
+        /// Epoch.
+        epoch: usize,
+        /// Step within the epoch.
+        step: usize,
+        /// Which term.
+        term: &'static str,
+        /// Its value.
+        value: f64,
+    },
+}
+
+/// The outcome of training.
+#[derive(Debug)]
+pub struct TrainResult {
+    /// The trained model (on the training device).
+    pub model: GimviModel,
+    /// The trained adversarial classifier (`None` when κ = 0).
+    pub classifier: Option<Classifier>,
+    /// One entry per epoch run.
+    pub history: Vec<EpochLog>,
+    /// Training cells of each dataset (row indices).
+    pub train_cells: Vec<Vec<usize>>,
+    /// Validation cells of each dataset.
+    pub validation_cells: Vec<Vec<usize>>,
+    /// Whether early stopping ended training.
+    pub stopped_early: bool,
+}
+
+/// Per-dataset minibatch schedule: shuffled near-equal chunks, reshuffled when exhausted.
+struct Batcher {
+    cells: Vec<usize>,
+    chunks: usize,
+    queue: Vec<Vec<usize>>,
+}
+
+impl Batcher {
+    fn new(cells: Vec<usize>, batch_size: usize) -> Self {
+        let chunks = cells.len().div_ceil(batch_size).max(1);
+        Self {
+            cells,
+            chunks,
+            queue: Vec::new(),
+        }
+    }
+
+    fn next(&mut self, rng: &mut ChaCha8Rng) -> Vec<usize> {
+        if self.queue.is_empty() {
+            let mut perm = self.cells.clone();
+            perm.shuffle(rng);
+            let n = perm.len();
+            // Near-equal sizes: no tiny last batch.
+            self.queue = (0..self.chunks)
+                .rev()
+                .map(|k| perm[k * n / self.chunks..(k + 1) * n / self.chunks].to_vec())
+                .collect();
+        }
+        self.queue.pop().expect("queue refilled above")
+    }
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    t.into_scalar::<f32>() as f64
+}
+
+fn split_cells(n: usize, train_fraction: f64, rng: &mut ChaCha8Rng) -> (Vec<usize>, Vec<usize>) {
+    let mut perm: Vec<usize> = (0..n).collect();
+    perm.shuffle(rng);
+    let mut n_val = ((1.0 - train_fraction) * n as f64).round() as usize;
+    // Keep at least two training cells (BatchNorm needs two) and no one-cell validation set.
+    n_val = n_val.min(n.saturating_sub(2));
+    if n_val == 1 {
+        n_val = 0;
+    }
+    let val = perm[..n_val].to_vec();
+    let train = perm[n_val..].to_vec();
+    (train, val)
+}
+
+/// Trains `model` on `data` (one count matrix per dataset, in the order of the model's
+/// datasets; cells × that dataset's genes). `on_epoch` is called after every epoch, e.g. to log
+/// metrics. The input is validated first: NaN, negative counts or a shape mismatch are refused
+/// before any training step.
+pub fn train(
+    model: GimviModel,
+    data: &[&CsrMatrix],
+    config: &TrainConfig,
+    mut on_epoch: impl FnMut(&EpochLog),
+) -> Result<TrainResult, TrainError> {
+    let n_sets = model.config.datasets.len();
+    if data.len() != n_sets {
+        return Err(TrainError::Config(format!(
+            "the model has {n_sets} datasets but {} count matrices were given",
+            data.len()
+        )));
+    }
+    for (m, counts) in data.iter().enumerate() {
+        model.check_input(m, counts)?;
+        if counts.n_rows() < 2 {
+            return Err(TrainError::Config(format!(
+                "dataset '{}' has {} cell(s); training needs at least 2",
+                model.config.datasets[m].name,
+                counts.n_rows()
+            )));
+        }
+    }
+    if config.batch_size < 2 || config.epochs == 0 {
+        return Err(TrainError::Config(
+            "batch size must be ≥ 2 and epochs ≥ 1".into(),
+        ));
+    }
+    let settings_ok = config.train_fraction > 0.0
+        && config.train_fraction <= 1.0
+        && config.kappa.is_finite()
+        && config.kappa >= 0.0
+        && config.learning_rate.is_finite()
+        && config.learning_rate > 0.0;
+    if !settings_ok {
+        return Err(TrainError::Config(format!(
+            "train fraction {} must be in (0, 1], κ {} ≥ 0, learning rate {} > 0",
+            config.train_fraction, config.kappa, config.learning_rate
+        )));
+    }
+
+    let device = model.device.clone();
+    // Host-side generators: `rng` for the split and minibatch order, `noise` for every draw
+    // inside the networks (reparameterisation, dropout); the backend's own generator is unused.
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut noise = ModelRng::seed_from_u64(config.seed ^ 0x5eed_0f9e_1f00_0001);
+    let (train_cells, validation_cells): (Vec<_>, Vec<_>) = data
+        .iter()
+        .map(|c| split_cells(c.n_rows(), config.train_fraction, &mut rng))
+        .unzip();
+    let mut batchers: Vec<Batcher> = train_cells
+        .iter()
+        .map(|c| Batcher::new(c.clone(), config.batch_size))
+        .collect();
+    let steps = batchers.iter().map(|b| b.chunks).max().unwrap_or(1);
+
+    let adam = || {
+        AdamConfig::new()
+            .with_epsilon(config.adam_epsilon as f32)
+            .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
+            .init()
+    };
+    let mut optim = adam();
+    let mut optim_classifier = adam();
+    let GimviModel {
+        config: model_config,
+        module,
+        device: model_device,
+    } = model;
+    let mut module = module;
+    let adversarial = config.kappa > 0.0;
+    let mut classifier = adversarial.then(|| Classifier::new(&model_config, &mut noise, &device));
+
+    let bar = if config.progress {
+        ProgressBar::new(config.epochs as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    if config.progress {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} epoch {pos}/{len} [{bar:30}] {msg} (ETA {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+    }
+
+    let mut history = Vec::with_capacity(config.epochs);
+    let mut best: Option<(f64, usize, burn::store::ModuleRecord)> = None;
+    let mut stopped_early = false;
+
+    for epoch in 0..config.epochs {
+        let start = Instant::now();
+        let beta = if config.kl_warmup_epochs == 0 {
+            1.0
+        } else {
+            (epoch as f64 / config.kl_warmup_epochs as f64).min(1.0)
+        };
+        let (mut sum_loss, mut sum_rec, mut sum_kl, mut sum_cls) = (0.0, 0.0, 0.0, 0.0);
+        let mut cells_seen = 0usize;
+        for step in 0..steps {
+            let mut rec_total: Option<Tensor<1>> = None;
+            let mut kl_total: Option<Tensor<1>> = None;
+            let mut zs = Vec::with_capacity(n_sets);
+            let mut labels = Vec::new();
+            let mut n_cells = 0usize;
+            for m in 0..n_sets {
+                let rows = batchers[m].next(&mut rng);
+                let x = dense_batch(data[m], &rows, &device);
+                let out = module.forward(&model_config, m, x, Some(&mut noise));
+                n_cells += rows.len();
+                labels.extend(std::iter::repeat_n(m, rows.len()));
+                zs.push(out.z);
+                let rec = out.reconstruction.sum().reshape([1]);
+                let kl = out.kl.sum().reshape([1]);
+                rec_total = Some(match rec_total {
+                    Some(t) => t.add(rec),
+                    None => rec,
+                });
+                kl_total = Some(match kl_total {
+                    Some(t) => t.add(kl),
+                    None => kl,
+                });
+            }
+            let rec = rec_total
+                .expect("at least two datasets")
+                .div_scalar(n_cells as f64);
+            let kl = kl_total
+                .expect("at least two datasets")
+                .div_scalar(n_cells as f64);
+            let rec_v = scalar(rec.clone());
+            let kl_v = scalar(kl.clone());
+            for (term, value) in [("reconstruction loss", rec_v), ("KL divergence", kl_v)] {
+                if !value.is_finite() {
+                    return Err(TrainError::Diverged {
+                        epoch,
+                        step,
+                        term,
+                        value,
+                    });
+                }
+            }
+            let mut loss = rec.add(kl.mul_scalar(beta));
+            let z_all = Tensor::cat(zs, 0);
+            let z_detached = z_all.clone().detach();
+            if let Some(c) = &classifier {
+                let fool = c.loss_fool(z_all, &labels, Some(&mut noise));
+                let fool_v = scalar(fool.clone());
+                if !fool_v.is_finite() {
+                    return Err(TrainError::Diverged {
+                        epoch,
+                        step,
+                        term: "adversarial (fool) loss",
+                        value: fool_v,
+                    });
+                }
+                loss = loss.add(fool.mul_scalar(config.kappa));
+            }
+            let loss_v = scalar(loss.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &module);
+            module = optim.step(config.learning_rate, module, grads);
+
+            if let Some(c) = classifier.take() {
+                let cls = c
+                    .loss_true(z_detached, &labels, Some(&mut noise))
+                    .mul_scalar(config.kappa);
+                let cls_v = scalar(cls.clone());
+                if !cls_v.is_finite() {
+                    return Err(TrainError::Diverged {
+                        epoch,
+                        step,
+                        term: "classifier loss",
+                        value: cls_v,
+                    });
+                }
+                sum_cls += cls_v / config.kappa * n_cells as f64;
+                let grads = GradientsParams::from_grads(cls.backward(), &c);
+                classifier = Some(optim_classifier.step(config.learning_rate, c, grads));
+            }
+            sum_loss += loss_v * n_cells as f64;
+            sum_rec += rec_v * n_cells as f64;
+            sum_kl += kl_v * n_cells as f64;
+            cells_seen += n_cells;
+        }
+
+        // Validation ELBO (KL unweighted) on held-out cells, networks in evaluation mode.
+        let validation_loss = if validation_cells.iter().all(|v| v.is_empty()) {
+            None
+        } else {
+            let eval = module.valid();
+            let eval_device = device.clone().without_autodiff();
+            let mut eval_noise =
+                ModelRng::seed_from_u64(config.seed.wrapping_add(epoch as u64 + 1));
+            let (mut total, mut n) = (0.0, 0usize);
+            for (m, cells) in validation_cells.iter().enumerate() {
+                for chunk in cells.chunks(1024) {
+                    let x = dense_batch(data[m], chunk, &eval_device);
+                    let out = eval.forward(&model_config, m, x, Some(&mut eval_noise));
+                    total += scalar(out.reconstruction.add(out.kl).sum().reshape([1]));
+                    n += chunk.len();
+                }
+            }
+            let v = total / n.max(1) as f64;
+            if !v.is_finite() {
+                return Err(TrainError::Diverged {
+                    epoch,
+                    step: steps,
+                    term: "validation ELBO",
+                    value: v,
+                });
+            }
+            Some(v)
+        };
+
+        let log = EpochLog {
+            epoch,
+            beta,
+            loss: sum_loss / cells_seen as f64,
+            reconstruction: sum_rec / cells_seen as f64,
+            kl: sum_kl / cells_seen as f64,
+            classifier_loss: sum_cls / cells_seen as f64,
+            validation_loss,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        bar.set_message(format!(
+            "loss {:.3} rec {:.3} kl {:.3}{}",
+            log.loss,
+            log.reconstruction,
+            log.kl,
+            log.validation_loss
+                .map(|v| format!(" val {v:.3}"))
+                .unwrap_or_default()
+        ));
+        bar.inc(1);
+        on_epoch(&log);
+        history.push(log);
+
+        if let (Some(patience), Some(v)) = (config.early_stopping_patience, validation_loss) {
+            let improved = best.as_ref().is_none_or(|(b, _, _)| v < *b);
+            if improved {
+                best = Some((v, epoch, module.valid().into_record()));
+            } else if best.as_ref().is_some_and(|(_, e, _)| epoch - e >= patience) {
+                stopped_early = true;
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+
+    if let Some((_, _, record)) = best.filter(|_| stopped_early) {
+        module = module
+            .try_load_record(record)
+            .map_err(|e| TrainError::Model(ModelError::Internal(e.to_string())))?;
+    }
+
+    Ok(TrainResult {
+        model: GimviModel {
+            config: model_config,
+            module,
+            device: model_device,
+        },
+        classifier,
+        history,
+        train_cells,
+        validation_cells,
+        stopped_early,
+    })
+}

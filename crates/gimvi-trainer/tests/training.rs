@@ -1,0 +1,267 @@
+//! Training on data simulated from the gimVI generative model (CPU backend).
+
+use burn::tensor::Device;
+use gimvi_data::CsrMatrix;
+use gimvi_metrics::correlation::{median, spearman};
+use gimvi_metrics::knn::knn_self;
+use gimvi_model::simulate::{simulate, Simulation, SimulationConfig};
+use gimvi_model::{
+    CountLikelihood, DatasetSpec, GimviModel, ImputeOptions, LibraryModel, ModelConfig, ModelError,
+};
+use gimvi_trainer::{train, TrainConfig, TrainError, TrainResult};
+use ndarray::Array2;
+
+#[allow(deprecated)] // burn-ndarray is the default CPU backend.
+fn device() -> Device {
+    Device::ndarray().autodiff()
+}
+
+fn log_library_prior(counts: &CsrMatrix) -> LibraryModel {
+    let logs: Vec<f64> = counts
+        .row_sums()
+        .into_iter()
+        .filter(|&l| l > 0.0)
+        .map(f64::ln)
+        .collect();
+    let mean = logs.iter().sum::<f64>() / logs.len() as f64;
+    let var = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / logs.len() as f64;
+    LibraryModel::Latent {
+        log_mean: mean,
+        log_var: var,
+    }
+}
+
+fn model_for(sim: &Simulation, sc_likelihood: CountLikelihood) -> GimviModel {
+    let sc = DatasetSpec {
+        name: "scRNA-seq".into(),
+        genes: sim.genes.clone(),
+        gene_index: (0..sim.genes.len()).collect(),
+        likelihood: sc_likelihood,
+        library: log_library_prior(&sim.sc_counts),
+    };
+    let spatial = DatasetSpec {
+        name: "spatial".into(),
+        genes: sim
+            .spatial_genes
+            .iter()
+            .map(|&g| sim.genes[g].clone())
+            .collect(),
+        gene_index: sim.spatial_genes.clone(),
+        likelihood: CountLikelihood::Poisson,
+        library: LibraryModel::Observed,
+    };
+    let config = ModelConfig::new(sim.genes.clone(), vec![sc, spatial]).with_latent(6);
+    GimviModel::new(config, &device(), 7).expect("valid configuration")
+}
+
+fn fit(sim: &Simulation, cfg: &TrainConfig) -> TrainResult {
+    let model = model_for(sim, CountLikelihood::Zinb);
+    train(model, &[&sim.sc_counts, &sim.spatial_counts], cfg, |_| {}).expect("training runs")
+}
+
+fn quick(epochs: usize, kappa: f64, seed: u64) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        kappa,
+        seed,
+        progress: false,
+        ..TrainConfig::default()
+    }
+}
+
+/// Median over held-out genes of the Spearman correlation across spatial cells.
+fn median_spearman(pred: &Array2<f64>, sim: &Simulation) -> f64 {
+    let rhos: Vec<f64> = sim
+        .held_out_genes
+        .iter()
+        .enumerate()
+        .map(|(j, &g)| {
+            let p: Vec<f64> = pred.column(j).to_vec();
+            let t: Vec<f64> = sim.spatial_all_counts.column(g).to_vec();
+            spearman(&p, &t).unwrap().unwrap_or(0.0)
+        })
+        .collect();
+    median(&rhos).unwrap()
+}
+
+#[test]
+fn training_raises_the_elbo_and_imputes_better_than_the_mean() {
+    let sim = simulate(&SimulationConfig {
+        seed: 1,
+        ..SimulationConfig::default()
+    });
+    let result = fit(&sim, &quick(60, 5.0, 1));
+    let first = result.history[0].validation_loss.unwrap();
+    let last = result.history.last().unwrap().validation_loss.unwrap();
+    println!("validation −ELBO per cell: epoch 0 {first:.2} → epoch 59 {last:.2}");
+    assert!(
+        last < first,
+        "validation loss did not fall: {first} → {last}"
+    );
+
+    // gimVI: expected counts of the held-out genes (ρ′ scaled by the observed library).
+    let imputed = result
+        .model
+        .impute(
+            1,
+            &sim.spatial_counts,
+            &sim.held_out_genes,
+            ImputeOptions {
+                normalized: false,
+                ..ImputeOptions::default()
+            },
+        )
+        .unwrap();
+    let gimvi = median_spearman(&imputed.mean.mapv(f64::from), &sim);
+
+    // Baseline: each gene's scRNA-seq mean (as a fraction of the measured-gene library) times
+    // the spatial cell's library.
+    let sc_lib: Vec<f64> = sim.sc_counts.select_cols(&sim.spatial_genes).row_sums();
+    let sc = sim.sc_counts.to_dense_f64();
+    let means: Vec<f64> = sim
+        .held_out_genes
+        .iter()
+        .map(|&g| {
+            (0..sc.nrows())
+                .filter(|&c| sc_lib[c] > 0.0)
+                .map(|c| sc[[c, g]] / sc_lib[c])
+                .sum::<f64>()
+                / sc.nrows() as f64
+        })
+        .collect();
+    let sp_lib = sim.spatial_counts.row_sums();
+    let baseline =
+        Array2::from_shape_fn((sp_lib.len(), means.len()), |(c, j)| means[j] * sp_lib[c]);
+    let base = median_spearman(&baseline, &sim);
+    println!("median Spearman over held-out genes: gimVI {gimvi:.3}, per-gene mean {base:.3}");
+    assert!(gimvi > base + 0.15, "gimVI {gimvi} vs mean baseline {base}");
+}
+
+#[test]
+fn seeded_runs_are_identical_and_save_load_round_trips() {
+    let sim = simulate(&SimulationConfig {
+        n_sc: 300,
+        n_spatial: 250,
+        seed: 2,
+        ..SimulationConfig::default()
+    });
+    let opts = ImputeOptions {
+        samples: 5,
+        normalized: true,
+        seed: 9,
+    };
+    let a = fit(&sim, &quick(6, 5.0, 3));
+    let b = fit(&sim, &quick(6, 5.0, 3));
+    let losses = |r: &TrainResult| {
+        r.history
+            .iter()
+            .map(|h| (h.loss, h.validation_loss))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(losses(&a), losses(&b));
+    let ia = a
+        .model
+        .impute(1, &sim.spatial_counts, &sim.held_out_genes, opts)
+        .unwrap();
+    let ib = b
+        .model
+        .impute(1, &sim.spatial_counts, &sim.held_out_genes, opts)
+        .unwrap();
+    assert_eq!(ia, ib);
+    assert!(ia
+        .variance
+        .as_ref()
+        .unwrap()
+        .iter()
+        .all(|v| v.is_finite() && *v >= 0.0));
+
+    let dir = tempfile::tempdir().unwrap();
+    a.model.save(dir.path()).unwrap();
+    let loaded = GimviModel::load(dir.path(), &device()).unwrap();
+    assert_eq!(loaded.config, a.model.config);
+    let il = loaded
+        .impute(1, &sim.spatial_counts, &sim.held_out_genes, opts)
+        .unwrap();
+    assert_eq!(il, ia);
+    assert_eq!(
+        loaded.latent(0, &sim.sc_counts).unwrap(),
+        a.model.latent(0, &sim.sc_counts).unwrap()
+    );
+}
+
+/// Balanced accuracy of predicting each cell's dataset from its 15 nearest neighbours in z.
+fn knn_dataset_accuracy(z_sc: &Array2<f32>, z_sp: &Array2<f32>) -> f64 {
+    let z = ndarray::concatenate(ndarray::Axis(0), &[z_sc.view(), z_sp.view()]).unwrap();
+    let labels: Vec<usize> = (0..z.nrows())
+        .map(|i| usize::from(i >= z_sc.nrows()))
+        .collect();
+    let nb = knn_self(z.view(), 15).unwrap();
+    let mut hits = [0usize; 2];
+    for (i, n) in nb.iter().enumerate() {
+        let same = n.iter().filter(|&&j| labels[j] == labels[i]).count();
+        if 2 * same > n.len() {
+            hits[labels[i]] += 1;
+        }
+    }
+    0.5 * (hits[0] as f64 / z_sc.nrows() as f64 + hits[1] as f64 / z_sp.nrows() as f64)
+}
+
+#[test]
+fn the_adversary_mixes_shifted_datasets() {
+    let sim = simulate(&SimulationConfig {
+        shift: true,
+        seed: 4,
+        ..SimulationConfig::default()
+    });
+    let mut acc = Vec::new();
+    for kappa in [0.0, 5.0] {
+        let r = fit(&sim, &quick(100, kappa, 5));
+        let z_sc = r.model.latent(0, &sim.sc_counts).unwrap();
+        let z_sp = r.model.latent(1, &sim.spatial_counts).unwrap();
+        acc.push(knn_dataset_accuracy(&z_sc, &z_sp));
+    }
+    println!(
+        "balanced k-NN accuracy of the dataset label on z: κ=0 {:.3}, κ=5 {:.3}",
+        acc[0], acc[1]
+    );
+    assert!(acc[1] < acc[0] - 0.05, "κ=5 {} vs κ=0 {}", acc[1], acc[0]);
+}
+
+#[test]
+fn nan_input_is_refused_before_training() {
+    let sim = simulate(&SimulationConfig {
+        n_sc: 50,
+        n_spatial: 40,
+        ..SimulationConfig::default()
+    });
+    let mut dense = sim.sc_counts.to_dense();
+    dense[7] = f32::NAN;
+    let bad =
+        CsrMatrix::from_dense(sim.sc_counts.n_rows(), sim.sc_counts.n_cols(), &dense).unwrap();
+    let mut epochs_run = 0;
+    let err = train(
+        model_for(&sim, CountLikelihood::Nb),
+        &[&bad, &sim.spatial_counts],
+        &quick(3, 5.0, 0),
+        |_| epochs_run += 1,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, TrainError::Model(ModelError::InvalidInput(_))),
+        "{err}"
+    );
+    assert!(err.to_string().contains("non-finite"), "{err}");
+    assert_eq!(epochs_run, 0);
+    // Wrong number of genes for the spatial dataset.
+    let err = train(
+        model_for(&sim, CountLikelihood::Nb),
+        &[&sim.sc_counts, &sim.sc_counts],
+        &quick(3, 5.0, 0),
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, TrainError::Model(ModelError::Shape { .. })),
+        "{err}"
+    );
+}
