@@ -43,5 +43,6 @@ pub use gimvi_model as model;
 pub use gimvi_trainer as trainer;
 
 mod backend;
+pub mod pipeline;
 
 pub use backend::{BackendError, BackendKind};

@@ -1,0 +1,245 @@
+//! End-to-end building blocks shared by the command-line tool and the examples: turning an
+//! scRNA-seq reference and spatial datasets into a model, training it, and a gimVI
+//! [`Imputer`] for the held-out-gene protocol.
+
+use burn::tensor::Device;
+use gimvi_data::prepare::{
+    drop_empty_cells, library_stats, match_genes, validate_counts, CountPolicy,
+};
+use gimvi_data::{CsrMatrix, DataError, Dataset};
+use gimvi_likelihoods::CountLikelihood;
+use gimvi_metrics::protocol::{FoldTask, Imputer, ImputerError};
+use gimvi_model::{DatasetSpec, GimviModel, ImputeOptions, LibraryModel, ModelConfig, ModelError};
+use gimvi_trainer::{train, TrainConfig, TrainError, TrainResult};
+use ndarray::Array2;
+
+/// Errors of the end-to-end pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Reading or preparing data failed.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// Building or running the model failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// The inputs cannot form a model.
+    #[error("{0}")]
+    Input(String),
+}
+
+/// One dataset ready for the model: counts restricted and ordered as the model sees them.
+#[derive(Debug, Clone)]
+pub struct PreparedDataset {
+    /// The dataset after gene selection and empty-cell removal.
+    pub data: Dataset,
+    /// How many cells were dropped for having no counts on the genes used.
+    pub dropped_cells: usize,
+    /// How many values were rounded (with `round_counts`).
+    pub rounded: usize,
+    /// Genes of the original file not used by the model.
+    pub unused_genes: Vec<String>,
+}
+
+/// Inputs of [`prepare_model`].
+#[derive(Debug, Clone)]
+pub struct ModelInputs<'a> {
+    /// scRNA-seq datasets; the first one defines the model's gene space G.
+    pub sc: Vec<&'a Dataset>,
+    /// Spatial datasets (each maps its genes into G).
+    pub spatial: Vec<&'a Dataset>,
+    /// Likelihood of the scRNA-seq datasets (default ZINB).
+    pub sc_likelihood: CountLikelihood,
+    /// Likelihood of the spatial datasets (Poisson for smFISH/osmFISH, NB for starMAP).
+    pub spatial_likelihood: CountLikelihood,
+    /// Latent dimension.
+    pub n_latent: usize,
+    /// Round non-integer counts instead of refusing them.
+    pub round_counts: bool,
+}
+
+/// Matches every dataset's genes to the first scRNA-seq dataset (case-insensitively), drops
+/// the genes outside it and the cells left without counts, validates the counts, and builds
+/// the model configuration: scRNA-seq datasets with a latent library (prior from their own
+/// log-library moments), spatial datasets with the observed library.
+pub fn prepare_model(
+    inputs: &ModelInputs<'_>,
+) -> Result<(ModelConfig, Vec<PreparedDataset>), PipelineError> {
+    let reference = *inputs
+        .sc
+        .first()
+        .ok_or_else(|| PipelineError::Input("at least one scRNA-seq dataset is needed".into()))?;
+    if inputs.spatial.is_empty() {
+        return Err(PipelineError::Input(
+            "at least one spatial dataset is needed".into(),
+        ));
+    }
+    let genes = reference.genes.clone();
+    let policy = if inputs.round_counts {
+        CountPolicy::Round
+    } else {
+        CountPolicy::RequireIntegers
+    };
+    let mut specs = Vec::new();
+    let mut prepared = Vec::new();
+    let all = inputs
+        .sc
+        .iter()
+        .map(|d| (*d, true))
+        .chain(inputs.spatial.iter().map(|d| (*d, false)));
+    for (ds, is_sc) in all {
+        let m = match_genes(reference, ds)?;
+        // Columns of `ds` in the order of G.
+        let mut order: Vec<(usize, usize)> = m
+            .first_index
+            .iter()
+            .copied()
+            .zip(m.second_index.iter().copied())
+            .collect();
+        order.sort_unstable();
+        let gene_index: Vec<usize> = order.iter().map(|p| p.0).collect();
+        let cols: Vec<usize> = order.iter().map(|p| p.1).collect();
+        let mut sub = ds.select_genes(&cols);
+        let rounded = validate_counts(&mut sub, policy)?;
+        let (kept, dropped) = drop_empty_cells(&sub)?;
+        let library = if is_sc {
+            let s = library_stats(&kept);
+            LibraryModel::Latent {
+                log_mean: s.log_mean,
+                log_var: s.log_var,
+            }
+        } else {
+            LibraryModel::Observed
+        };
+        specs.push(DatasetSpec {
+            name: ds.source.clone(),
+            genes: kept.genes.clone(),
+            gene_index,
+            likelihood: if is_sc {
+                inputs.sc_likelihood
+            } else {
+                inputs.spatial_likelihood
+            },
+            library,
+        });
+        prepared.push(PreparedDataset {
+            data: kept,
+            dropped_cells: dropped,
+            rounded,
+            unused_genes: m.only_in_second,
+        });
+    }
+    let config = ModelConfig::new(genes, specs).with_latent(inputs.n_latent);
+    config.validate()?;
+    Ok((config, prepared))
+}
+
+/// Builds a model for prepared data on `device` (an autodiff device) and trains it.
+pub fn fit(
+    config: ModelConfig,
+    data: &[&CsrMatrix],
+    train_config: &TrainConfig,
+    device: &Device,
+    on_epoch: impl FnMut(&gimvi_trainer::EpochLog),
+) -> Result<TrainResult, PipelineError> {
+    let model = GimviModel::new(config, device, train_config.seed)?;
+    Ok(train(model, data, train_config, on_epoch)?)
+}
+
+/// gimVI as an [`Imputer`] of the held-out-gene protocol: per fold, a model with the
+/// scRNA-seq data on all shared genes and the spatial data on the fold's training genes is
+/// trained, and the held-out genes are imputed as expected counts (ρ′ scaled by the observed
+/// library — the paper's protocol).
+#[derive(Debug, Clone)]
+pub struct GimviImputer {
+    /// Name in reports, e.g. "gimVI κ=5".
+    pub name: String,
+    /// Training settings (epochs, κ, seed, …).
+    pub train: TrainConfig,
+    /// Latent dimension (the paper's evaluation: 8).
+    pub n_latent: usize,
+    /// scRNA-seq likelihood.
+    pub sc_likelihood: CountLikelihood,
+    /// Spatial likelihood.
+    pub spatial_likelihood: CountLikelihood,
+    /// Device to train on (autodiff).
+    pub device: Device,
+}
+
+impl GimviImputer {
+    /// Trains on one fold and returns the model (also used by callers that need the latent
+    /// space or uncertainties of that fold).
+    pub fn fit_fold(&self, task: &FoldTask<'_>) -> Result<TrainResult, PipelineError> {
+        let genes = task.gene_names.to_vec();
+        let sc_counts = to_csr(task.sc_counts.view())?;
+        let sp_counts = to_csr(task.spatial_train.view())?;
+        let sc_stats = {
+            let libs: Vec<f64> = sc_counts
+                .row_sums()
+                .into_iter()
+                .filter(|&l| l > 0.0)
+                .map(f64::ln)
+                .collect();
+            let n = libs.len().max(1) as f64;
+            let mean = libs.iter().sum::<f64>() / n;
+            let var = libs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n;
+            (mean, var)
+        };
+        let sc = DatasetSpec {
+            name: "scRNA-seq".into(),
+            genes: genes.clone(),
+            gene_index: (0..genes.len()).collect(),
+            likelihood: self.sc_likelihood,
+            library: LibraryModel::Latent {
+                log_mean: sc_stats.0,
+                log_var: sc_stats.1,
+            },
+        };
+        let spatial = DatasetSpec {
+            name: "spatial".into(),
+            genes: task.train_genes.iter().map(|&g| genes[g].clone()).collect(),
+            gene_index: task.train_genes.to_vec(),
+            likelihood: self.spatial_likelihood,
+            library: LibraryModel::Observed,
+        };
+        let config = ModelConfig::new(genes, vec![sc, spatial]).with_latent(self.n_latent);
+        let mut train_config = self.train.clone();
+        train_config.seed = self.train.seed.wrapping_add(task.fold as u64);
+        fit(
+            config,
+            &[&sc_counts, &sp_counts],
+            &train_config,
+            &self.device,
+            |_| {},
+        )
+    }
+}
+
+impl Imputer for GimviImputer {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError> {
+        let result = self.fit_fold(task)?;
+        let sp_counts = to_csr(task.spatial_train.view())?;
+        let imputed = result.model.impute(
+            1,
+            &sp_counts,
+            task.test_genes,
+            ImputeOptions {
+                normalized: false,
+                ..ImputeOptions::default()
+            },
+        )?;
+        Ok(imputed.mean.mapv(f64::from))
+    }
+}
+
+/// A dense f64 count matrix as CSR (f32 values).
+pub fn to_csr(m: ndarray::ArrayView2<'_, f64>) -> Result<CsrMatrix, DataError> {
+    let v: Vec<f32> = m.iter().map(|&x| x as f32).collect();
+    CsrMatrix::from_dense(m.nrows(), m.ncols(), &v)
+}

@@ -1,0 +1,330 @@
+//! The `gimvi` binary end to end: on the real files (when `GIMVI_DATA_DIR` is set, as in CI)
+//! and on malformed inputs, each of which must give a one-line error and a non-zero exit.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gimvi::data::h5ad::{read_h5ad, H5adOptions};
+
+fn gimvi(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gimvi"))
+        .args(args)
+        .output()
+        .expect("the gimvi binary runs")
+}
+
+fn data_dir() -> Option<PathBuf> {
+    match std::env::var_os("GIMVI_DATA_DIR") {
+        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
+        _ => {
+            eprintln!("GIMVI_DATA_DIR not set: real-data CLI test skipped");
+            None
+        }
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A failure: non-zero exit, one line on stderr starting with "error:", containing `needle`,
+/// and no Rust backtrace or panic message.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(needle), "'{needle}' not in: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fit_impute_inspect_on_real_files() {
+    let Some(dir) = data_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let sc = dir.join("mop_10x_dot_sample/mop_ref.h5ad");
+    let sp = dir.join("osmfish_smfish/smfish.h5ad");
+    let model = tmp.path().join("model");
+
+    let out = gimvi(&["inspect", s(&sp)]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("cells       4530") && text.contains("genes       33"),
+        "{text}"
+    );
+    assert!(text.contains("coordinates present"), "{text}");
+
+    let out = gimvi(&[
+        "fit",
+        "--quiet",
+        "--sc",
+        s(&sc),
+        "--spatial",
+        s(&sp),
+        "--epochs",
+        "2",
+        "--latent",
+        "8",
+        "--out",
+        s(&model),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(model.join("config.json").is_file() && model.join("weights.bpk").is_file());
+    assert!(model.join("history.json").is_file());
+
+    let imputed = tmp.path().join("imputed.h5ad");
+    let out = gimvi(&[
+        "impute",
+        "--quiet",
+        "--model",
+        s(&model),
+        "--spatial",
+        s(&sp),
+        "--samples",
+        "5",
+        "--out",
+        s(&imputed),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ds = read_h5ad(&imputed, &H5adOptions::default()).unwrap();
+    // 500 reference genes, 16 of them measured by osmFISH: 484 imputed, for every cell.
+    assert_eq!((ds.n_cells(), ds.n_genes()), (4530, 484));
+    assert!(ds.spatial.is_some());
+    assert!(ds.counts.data().iter().all(|v| v.is_finite() && *v >= 0.0));
+    let var = read_h5ad(
+        &imputed,
+        &H5adOptions {
+            counts: gimvi::data::h5ad::CountSource::Layer("variance".into()),
+        },
+    )
+    .unwrap();
+    assert_eq!(var.n_genes(), 484);
+
+    let csv = tmp.path().join("two.csv");
+    let out = gimvi(&[
+        "impute",
+        "--quiet",
+        "--model",
+        s(&model),
+        "--spatial",
+        s(&sp),
+        "--genes",
+        "Sst,Pvalb",
+        "--samples",
+        "0",
+        "--out",
+        s(&csv),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().next(), Some("cell,Sst,Pvalb"));
+    assert_eq!(text.lines().count(), 4531);
+
+    // A gene the reference lacks, and spatial data missing the model's genes.
+    let out = gimvi(&[
+        "impute",
+        "--model",
+        s(&model),
+        "--spatial",
+        s(&sp),
+        "--genes",
+        "NotAGene",
+        "--out",
+        s(&csv),
+    ]);
+    assert_one_line_error(&out, "NotAGene");
+    let starmap = dir.join("starmap_mpfc/mpfc-starmap.loom");
+    let out = gimvi(&[
+        "impute",
+        "--model",
+        s(&model),
+        "--spatial",
+        s(&starmap),
+        "--out",
+        s(&csv),
+    ]);
+    assert_one_line_error(&out, "lacks");
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn malformed_inputs_fail_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let good = t.join("ref.tsv");
+    write(
+        &good,
+        "c1\tc2\tc3\tc4\nGad2\t1\t0\t2\t5\nLamp5\t0\t3\t1\t2\nSst\t4\t1\t0\t1\n",
+    );
+    let cases = [
+        (
+            "nan.tsv",
+            "c1\tc2\nGad2\t1\tnan\nLamp5\t0\t3\n",
+            "non-finite",
+        ),
+        ("neg.tsv", "c1\tc2\nGad2\t1\t-2\nLamp5\t0\t3\n", "negative"),
+        (
+            "frac.tsv",
+            "c1\tc2\nGad2\t1.5\t2\nLamp5\t0\t3\n",
+            "non-integer",
+        ),
+        (
+            "disjoint.tsv",
+            "c1\tc2\nFoo\t1\t2\nBar\t0\t3\n",
+            "no gene in common",
+        ),
+        (
+            "ragged.tsv",
+            "c1\tc2\nGad2\t1\t2\t7\nLamp5\t0\n",
+            "shape mismatch",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let p = t.join(name);
+        write(&p, text);
+        let out = gimvi(&[
+            "fit",
+            "--quiet",
+            "--sc",
+            s(&good),
+            "--spatial",
+            s(&p),
+            "--epochs",
+            "1",
+            "--out",
+            s(&t.join("m")),
+        ]);
+        assert_one_line_error(&out, needle);
+    }
+    // Missing file, not HDF5, truncated HDF5.
+    assert_one_line_error(
+        &gimvi(&["inspect", s(&t.join("absent.h5ad"))]),
+        "absent.h5ad",
+    );
+    let fake = t.join("fake.h5ad");
+    write(&fake, "plain text, not HDF5");
+    assert_one_line_error(&gimvi(&["inspect", s(&fake)]), "not an HDF5 file");
+    let real = t.join("real.h5ad");
+    gimvi::data::h5ad::write_h5ad(
+        &real,
+        &gimvi::data::h5ad::H5adOutput {
+            obs_names: vec!["a".into(), "b".into()],
+            var_names: vec!["Gad2".into()],
+            x: vec![1.0, 2.0],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let bytes = std::fs::read(&real).unwrap();
+    let cut = t.join("cut.h5ad");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert_one_line_error(&gimvi(&["inspect", s(&cut)]), "truncated");
+    // A backend that is not compiled in, a model folder that does not exist.
+    let out = gimvi(&[
+        "fit",
+        "--sc",
+        s(&good),
+        "--spatial",
+        s(&good),
+        "--backend",
+        "tpu",
+        "--out",
+        s(&t.join("m")),
+    ]);
+    assert_one_line_error(&out, "unknown backend");
+    let out = gimvi(&[
+        "impute",
+        "--model",
+        s(&t.join("none")),
+        "--spatial",
+        s(&good),
+        "--out",
+        s(&t.join("o.h5ad")),
+    ]);
+    assert_one_line_error(&out, "config.json");
+}
+
+#[test]
+fn evaluate_runs_the_protocol_on_a_small_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // Six genes, two cell types with opposite profiles, 40 cells each side.
+    let mut sc = String::from("gene");
+    let mut sp = String::from("gene");
+    for c in 0..40 {
+        sc.push_str(&format!("\tsc{c}"));
+        sp.push_str(&format!("\tsp{c}"));
+    }
+    sc.push('\n');
+    sp.push('\n');
+    for g in 0..6 {
+        sc.push_str(&format!("G{g}"));
+        sp.push_str(&format!("G{g}"));
+        for c in 0..40 {
+            let high = (c % 2 == 0) == (g < 3);
+            let v = if high {
+                8 + (c * 7 + g) % 5
+            } else {
+                (c + g) % 2
+            };
+            sc.push_str(&format!("\t{v}"));
+            sp.push_str(&format!("\t{}", v / 2 + (c % 3)));
+        }
+        sc.push('\n');
+        sp.push('\n');
+    }
+    let (scp, spp) = (t.join("sc.tsv"), t.join("sp.tsv"));
+    write(&scp, &sc);
+    write(&spp, &sp);
+    let json = t.join("report.json");
+    let out = gimvi(&[
+        "evaluate",
+        "--quiet",
+        "--sc",
+        s(&scp),
+        "--spatial",
+        s(&spp),
+        "--epochs",
+        "3",
+        "--folds",
+        "3",
+        "--latent",
+        "2",
+        "--json",
+        s(&json),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("| gimVI κ=5 |") && table.contains("| per-gene mean |"),
+        "{table}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["genes"].as_array().unwrap().len(), 6);
+    assert_eq!(report["methods"].as_array().unwrap().len(), 3);
+}
