@@ -166,12 +166,17 @@ pub struct GimviImputer {
     pub spatial_likelihood: CountLikelihood,
     /// Device to train on (autodiff).
     pub device: Device,
+    /// Choose κ per fold with [`choose_kappa`] on the fold's training genes (the κ in
+    /// `train` is then ignored); the choices are recorded in `chosen_kappas`.
+    pub auto_kappa: bool,
+    /// κ chosen in each fold when `auto_kappa` is set.
+    pub chosen_kappas: Vec<KappaChoice>,
 }
 
 impl GimviImputer {
     /// Trains on one fold and returns the model (also used by callers that need the latent
     /// space or uncertainties of that fold).
-    pub fn fit_fold(&self, task: &FoldTask<'_>) -> Result<TrainResult, PipelineError> {
+    pub fn fit_fold(&mut self, task: &FoldTask<'_>) -> Result<TrainResult, PipelineError> {
         let genes = task.gene_names.to_vec();
         let sc_counts = to_csr(task.sc_counts.view())?;
         let sp_counts = to_csr(task.spatial_train.view())?;
@@ -207,13 +212,21 @@ impl GimviImputer {
         let config = ModelConfig::new(genes, vec![sc, spatial]).with_latent(self.n_latent);
         let mut train_config = self.train.clone();
         train_config.seed = self.train.seed.wrapping_add(task.fold as u64);
-        fit(
-            config,
-            &[&sc_counts, &sp_counts],
-            &train_config,
-            &self.device,
-            |_| {},
-        )
+        let data = [&sc_counts, &sp_counts];
+        if self.auto_kappa {
+            // Only the fold's training genes are visible here: the held-out genes never
+            // influence the choice.
+            let choice = choose_kappa(
+                &config,
+                &data,
+                &KAPPA_CANDIDATES,
+                &train_config,
+                &self.device,
+            )?;
+            train_config.kappa = choice.kappa;
+            self.chosen_kappas.push(choice);
+        }
+        fit(config, &data, &train_config, &self.device, |_| {})
     }
 }
 
@@ -242,4 +255,118 @@ impl Imputer for GimviImputer {
 pub fn to_csr(m: ndarray::ArrayView2<'_, f64>) -> Result<CsrMatrix, DataError> {
     let v: Vec<f32> = m.iter().map(|&x| x as f32).collect();
     CsrMatrix::from_dense(m.nrows(), m.ncols(), &v)
+}
+
+/// The κ candidates tried by [`choose_kappa`] by default: the values the paper compares.
+pub const KAPPA_CANDIDATES: [f64; 3] = [0.0, 1.0, 5.0];
+
+/// Result of [`choose_kappa`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct KappaChoice {
+    /// The chosen κ.
+    pub kappa: f64,
+    /// (κ, median Spearman over the inner held-out genes) for every candidate.
+    pub scores: Vec<(f64, f64)>,
+    /// How many genes were held out in the inner validation.
+    pub inner_genes: usize,
+}
+
+/// Chooses κ automatically (the paper leaves this open) by an inner held-out-gene validation
+/// that uses only the genes the model is given: for every spatial (observed-library) dataset
+/// with at least 3 genes, a seeded 20 % of its genes is hidden; a model is trained for each
+/// candidate κ on the rest; the hidden genes are imputed as expected counts and scored by
+/// Spearman against their counts; the κ with the highest median wins (ties: the smaller κ).
+/// Callers evaluating held-out genes must pass data that already excludes them, so the choice
+/// never sees them.
+pub fn choose_kappa(
+    config: &ModelConfig,
+    data: &[&CsrMatrix],
+    candidates: &[f64],
+    train_config: &TrainConfig,
+    device: &Device,
+) -> Result<KappaChoice, PipelineError> {
+    use gimvi_metrics::correlation::{median, spearman};
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+
+    if candidates.is_empty() {
+        return Err(PipelineError::Input("no κ candidate given".into()));
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(train_config.seed ^ 0x00ca_ffe0);
+    let mut inner = config.clone();
+    let mut inner_data: Vec<CsrMatrix> = data.iter().map(|c| (*c).clone()).collect();
+    // (dataset, model gene indices hidden, their counts)
+    let mut hidden: Vec<(usize, Vec<usize>, CsrMatrix)> = Vec::new();
+    for (m, spec) in config.datasets.iter().enumerate() {
+        if !matches!(spec.library, LibraryModel::Observed) || spec.gene_index.len() < 3 {
+            continue;
+        }
+        let mut cols: Vec<usize> = (0..spec.gene_index.len()).collect();
+        cols.shuffle(&mut rng);
+        let n_hide = ((spec.gene_index.len() as f64) * 0.2).round().max(1.0) as usize;
+        let mut hide = cols[..n_hide].to_vec();
+        let mut keep = cols[n_hide..].to_vec();
+        hide.sort_unstable();
+        keep.sort_unstable();
+        let s = &mut inner.datasets[m];
+        s.genes = keep.iter().map(|&c| spec.genes[c].clone()).collect();
+        s.gene_index = keep.iter().map(|&c| spec.gene_index[c]).collect();
+        hidden.push((
+            m,
+            hide.iter().map(|&c| spec.gene_index[c]).collect(),
+            data[m].select_cols(&hide),
+        ));
+        inner_data[m] = data[m].select_cols(&keep);
+    }
+    if hidden.is_empty() {
+        return Err(PipelineError::Input(
+            "automatic κ needs a spatial dataset with at least 3 genes".into(),
+        ));
+    }
+    let refs: Vec<&CsrMatrix> = inner_data.iter().collect();
+    let mut scores = Vec::with_capacity(candidates.len());
+    for &kappa in candidates {
+        let cfg = TrainConfig {
+            kappa,
+            progress: false,
+            ..train_config.clone()
+        };
+        let result = fit(inner.clone(), &refs, &cfg, device, |_| {})?;
+        let mut rhos = Vec::new();
+        for (m, genes, truth) in &hidden {
+            let imputed = result.model.impute(
+                *m,
+                &inner_data[*m],
+                genes,
+                ImputeOptions {
+                    normalized: false,
+                    ..ImputeOptions::default()
+                },
+            )?;
+            let truth = truth.to_dense_f64();
+            for j in 0..genes.len() {
+                let p: Vec<f64> = imputed
+                    .mean
+                    .column(j)
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect();
+                let t: Vec<f64> = truth.column(j).to_vec();
+                rhos.push(
+                    spearman(&p, &t)
+                        .map_err(|e| PipelineError::Input(e.to_string()))?
+                        .unwrap_or(0.0),
+                );
+            }
+        }
+        scores.push((kappa, median(&rhos).unwrap_or(0.0)));
+    }
+    let best = scores
+        .iter()
+        .fold(scores[0], |b, &s| if s.1 > b.1 { s } else { b });
+    Ok(KappaChoice {
+        kappa: best.0,
+        scores,
+        inner_genes: hidden.iter().map(|h| h.1.len()).sum(),
+    })
 }

@@ -327,4 +327,37 @@ fn evaluate_runs_the_protocol_on_a_small_pair() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["genes"].as_array().unwrap().len(), 6);
     assert_eq!(report["methods"].as_array().unwrap().len(), 3);
+
+    // κ chosen automatically, per fold, on the fold's training genes only.
+    let out = gimvi(&[
+        "evaluate",
+        "--quiet",
+        "--sc",
+        s(&scp),
+        "--spatial",
+        s(&spp),
+        "--epochs",
+        "2",
+        "--folds",
+        "2",
+        "--latent",
+        "2",
+        "--kappa",
+        "auto",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("κ chosen per fold"))
+        .expect("the chosen κ are reported");
+    assert_eq!(
+        line.split(':').nth(1).unwrap().split(',').count(),
+        2,
+        "{line}"
+    );
 }

@@ -12,7 +12,9 @@ use gimvi::data::{Column, Dataset};
 use gimvi::likelihoods::CountLikelihood;
 use gimvi::metrics::protocol::{evaluate, KnnExpressionImputer, MeanImputer, ProtocolConfig};
 use gimvi::model::{GimviModel, ImputeOptions, LibraryModel};
-use gimvi::pipeline::{fit, prepare_model, GimviImputer, ModelInputs};
+use gimvi::pipeline::{
+    choose_kappa, fit, prepare_model, GimviImputer, ModelInputs, KAPPA_CANDIDATES,
+};
 use gimvi::trainer::TrainConfig;
 use gimvi::BackendKind;
 
@@ -103,9 +105,10 @@ struct ModelArgs {
     /// Likelihood of the spatial counts.
     #[arg(long, value_enum, default_value = "poisson")]
     spatial_likelihood: SpatialLikelihood,
-    /// Weight of the dataset-mixing adversary (0 switches it off).
-    #[arg(long, default_value_t = 5.0)]
-    kappa: f64,
+    /// Weight of the dataset-mixing adversary: a number (0 switches it off) or `auto`, which
+    /// picks among 0, 1 and 5 by an inner validation that hides 20 % of the spatial genes.
+    #[arg(long, default_value = "5", allow_hyphen_values = true)]
+    kappa: String,
     /// Training epochs.
     #[arg(long, default_value_t = 200)]
     epochs: usize,
@@ -272,13 +275,25 @@ fn inspect(args: &InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn train_config(args: &ModelArgs, quiet: bool) -> Result<TrainConfig> {
-    if !args.kappa.is_finite() || args.kappa < 0.0 {
-        return Err(format!("--kappa must be ≥ 0, got {}", args.kappa).into());
+/// `Some(κ)` for a number, `None` for `auto`.
+fn kappa(args: &ModelArgs) -> Result<Option<f64>> {
+    if args.kappa.eq_ignore_ascii_case("auto") {
+        return Ok(None);
     }
+    match args.kappa.parse::<f64>() {
+        Ok(k) if k.is_finite() && k >= 0.0 => Ok(Some(k)),
+        _ => Err(format!(
+            "--kappa must be a number ≥ 0 or 'auto', got '{}'",
+            args.kappa
+        )
+        .into()),
+    }
+}
+
+fn train_config(args: &ModelArgs, quiet: bool) -> Result<TrainConfig> {
     Ok(TrainConfig {
         epochs: args.epochs,
-        kappa: args.kappa,
+        kappa: kappa(args)?.unwrap_or(5.0),
         seed: args.seed,
         progress: !quiet,
         ..TrainConfig::default()
@@ -334,7 +349,39 @@ fn fit_command(args: &FitArgs, quiet: bool) -> Result<()> {
         );
     }
     let counts: Vec<&gimvi::data::CsrMatrix> = prepared.iter().map(|p| &p.data.counts).collect();
-    let result = fit(config, &counts, &train_config(a, quiet)?, &device, |_| {})?;
+    let mut tc = train_config(a, quiet)?;
+    if kappa(a)?.is_none() {
+        say(
+            quiet,
+            "choosing κ among 0, 1, 5 on 20 % of the spatial genes held out …",
+        );
+        let choice = choose_kappa(
+            &config,
+            &counts,
+            &KAPPA_CANDIDATES,
+            &TrainConfig {
+                progress: false,
+                ..tc.clone()
+            },
+            &device,
+        )?;
+        let scores: Vec<String> = choice
+            .scores
+            .iter()
+            .map(|(k, r)| format!("κ={k}: {r:.3}"))
+            .collect();
+        say(
+            quiet,
+            format!(
+                "κ = {} chosen (median Spearman on {} inner held-out genes: {})",
+                choice.kappa,
+                choice.inner_genes,
+                scores.join(", ")
+            ),
+        );
+        tc.kappa = choice.kappa;
+    }
+    let result = fit(config, &counts, &tc, &device, |_| {})?;
     result.model.save(&args.out)?;
     let history = serde_json::to_string_pretty(&result.history)?;
     std::fs::write(args.out.join("history.json"), history)?;
@@ -534,6 +581,7 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
         quiet,
         format!("{} shared genes, {} folds", shared.len(), args.folds),
     );
+    let auto = kappa(a)?.is_none();
     let mut gimvi = GimviImputer {
         name: format!("gimVI κ={}", a.kappa),
         train: train_config(a, true)?,
@@ -541,6 +589,8 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
         sc_likelihood: sc_lik,
         spatial_likelihood: sp_lik,
         device,
+        auto_kappa: auto,
+        chosen_kappas: Vec::new(),
     };
     let mut mean = MeanImputer;
     let mut knn = KnnExpressionImputer::default();
@@ -555,6 +605,17 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
         },
     )?;
     println!("{}", report.to_markdown());
+    if auto {
+        let chosen: Vec<String> = gimvi
+            .chosen_kappas
+            .iter()
+            .map(|c| c.kappa.to_string())
+            .collect();
+        println!(
+            "κ chosen per fold (inner validation on training genes): {}",
+            chosen.join(", ")
+        );
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, report.to_json())?;
         say(quiet, format!("report written to {}", path.display()));

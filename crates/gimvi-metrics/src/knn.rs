@@ -2,9 +2,10 @@
 //! k-d tree and queries run in parallel with rayon.
 //!
 //! The tree splits on the dimension of largest spread at the median, down to leaves of at most
-//! [`LEAF_SIZE`] points. A query descends to the nearest leaf first and visits another subtree
-//! only when the splitting plane is closer than the current k-th neighbour, so the result is
-//! exact. Ties in distance are broken by the smaller point index, so results are deterministic.
+//! [`LEAF_SIZE`] points, stored contiguously in tree order. A query descends to the nearest
+//! leaf first and visits another subtree only when a lower bound on the distance to that
+//! subtree's cell (kept incrementally per dimension) is below the current k-th neighbour
+//! distance, so the result is exact. Ties in distance are broken by the smaller point index, so results are deterministic.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -14,8 +15,8 @@ use rayon::prelude::*;
 
 use crate::MetricsError;
 
-/// Maximum number of points in a leaf.
-pub const LEAF_SIZE: usize = 16;
+/// Maximum number of points in a leaf (32 measured fastest among 8, 16, 32 on 100k × 10).
+pub const LEAF_SIZE: usize = 32;
 
 #[derive(Debug, Clone)]
 enum Node {
@@ -37,6 +38,9 @@ pub struct KdTree<'a> {
     points: ArrayView2<'a, f32>,
     order: Vec<usize>,
     nodes: Vec<Node>,
+    /// The points copied in tree order (row `p` = point `order[p]`), so that leaf scans read
+    /// contiguous memory.
+    sorted: Vec<f32>,
 }
 
 /// A neighbour candidate ordered by (distance², index).
@@ -78,8 +82,14 @@ impl<'a> KdTree<'a> {
             points,
             order: (0..points.nrows()).collect(),
             nodes: Vec::new(),
+            sorted: Vec::new(),
         };
         tree.build(0, points.nrows());
+        tree.sorted = tree
+            .order
+            .iter()
+            .flat_map(|&i| points.row(i).to_vec())
+            .collect();
         Ok(tree)
     }
 
@@ -149,13 +159,20 @@ impl<'a> KdTree<'a> {
     pub fn nearest(&self, query: &[f32], k: usize, exclude: Option<usize>) -> Vec<(usize, f32)> {
         let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
         if k > 0 {
-            self.search(0, query, k, exclude, &mut heap);
+            let mut offsets = vec![0f32; self.dim()];
+            self.search(0, query, k, exclude, &mut heap, &mut offsets, 0.0);
         }
         let mut out: Vec<Candidate> = heap.into_vec();
         out.sort();
         out.into_iter().map(|c| (c.index, c.dist2.sqrt())).collect()
     }
 
+    /// Recursive search. `offsets[d]` is the distance along dimension d from the query to the
+    /// current node's cell (0 when the query lies inside it along d) and `bound` the squared
+    /// sum of the offsets: a lower bound on the distance to any point of the cell. Updating it
+    /// incrementally when crossing a split (Arya & Mount's incremental distance) prunes far
+    /// better in 10 dimensions than the distance to the splitting plane alone.
+    #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
         node: usize,
@@ -163,24 +180,35 @@ impl<'a> KdTree<'a> {
         k: usize,
         exclude: Option<usize>,
         heap: &mut BinaryHeap<Candidate>,
+        offsets: &mut [f32],
+        bound: f32,
     ) {
         match self.nodes[node] {
             Node::Leaf { start, end } => {
-                for &i in &self.order[start..end] {
+                let d = self.dim();
+                for p in start..end {
+                    let i = self.order[p];
                     if Some(i) == exclude {
                         continue;
                     }
-                    let row = self.points.row(i);
+                    let worst = if heap.len() < k {
+                        f32::INFINITY
+                    } else {
+                        heap.peek().map_or(f32::INFINITY, |w| w.dist2)
+                    };
                     let mut dist2 = 0.0f32;
-                    for (a, b) in row.iter().zip(query) {
+                    for (a, b) in self.sorted[p * d..(p + 1) * d].iter().zip(query) {
                         let diff = a - b;
                         dist2 += diff * diff;
+                    }
+                    if dist2 > worst {
+                        continue;
                     }
                     let cand = Candidate { dist2, index: i };
                     if heap.len() < k {
                         heap.push(cand);
-                    } else if let Some(worst) = heap.peek() {
-                        if cand < *worst {
+                    } else if let Some(w) = heap.peek() {
+                        if cand < *w {
                             heap.pop();
                             heap.push(cand);
                         }
@@ -199,11 +227,14 @@ impl<'a> KdTree<'a> {
                 } else {
                     (right, left)
                 };
-                self.search(near, query, k, exclude, heap);
-                let plane2 = diff * diff;
-                let visit_far = heap.len() < k || heap.peek().is_some_and(|w| plane2 <= w.dist2);
+                self.search(near, query, k, exclude, heap, offsets, bound);
+                let old = offsets[dim];
+                let far_bound = bound - old * old + diff * diff;
+                let visit_far = heap.len() < k || heap.peek().is_some_and(|w| far_bound <= w.dist2);
                 if visit_far {
-                    self.search(far, query, k, exclude, heap);
+                    offsets[dim] = diff.abs();
+                    self.search(far, query, k, exclude, heap, offsets, far_bound);
+                    offsets[dim] = old;
                 }
             }
         }
@@ -237,16 +268,24 @@ pub fn knn(
 pub fn knn_self(points: ArrayView2<'_, f32>, k: usize) -> Result<Vec<Vec<usize>>, MetricsError> {
     let tree = KdTree::new(points)?;
     check_queries(&tree, points, k, tree.len().saturating_sub(1))?;
-    Ok((0..points.nrows())
+    // Queries in tree order: consecutive queries are neighbours and share cached nodes.
+    let d = tree.dim();
+    let by_position: Vec<Vec<usize>> = (0..points.nrows())
         .into_par_iter()
-        .map(|i| {
-            let q = points.row(i).to_vec();
-            tree.nearest(&q, k, Some(i))
+        .with_min_len(64)
+        .map(|p| {
+            let q = &tree.sorted[p * d..(p + 1) * d];
+            tree.nearest(q, k, Some(tree.order[p]))
                 .into_iter()
                 .map(|(j, _)| j)
                 .collect()
         })
-        .collect())
+        .collect();
+    let mut out = vec![Vec::new(); points.nrows()];
+    for (p, nb) in by_position.into_iter().enumerate() {
+        out[tree.order[p]] = nb;
+    }
+    Ok(out)
 }
 
 fn check_queries(
