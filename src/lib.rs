@@ -43,6 +43,7 @@ pub use gimvi_model as model;
 pub use gimvi_trainer as trainer;
 
 mod backend;
+pub mod paper;
 pub mod pipeline;
 
 pub use backend::{BackendError, BackendKind};

@@ -4,7 +4,7 @@
 
 use burn::tensor::Device;
 use gimvi_data::prepare::{
-    drop_empty_cells, library_stats, match_genes, validate_counts, CountPolicy,
+    drop_empty_cells, library_stats, log_library_moments, match_genes, validate_counts, CountPolicy,
 };
 use gimvi_data::{CsrMatrix, DataError, Dataset};
 use gimvi_likelihoods::CountLikelihood;
@@ -180,27 +180,13 @@ impl GimviImputer {
         let genes = task.gene_names.to_vec();
         let sc_counts = to_csr(task.sc_counts.view())?;
         let sp_counts = to_csr(task.spatial_train.view())?;
-        let sc_stats = {
-            let libs: Vec<f64> = sc_counts
-                .row_sums()
-                .into_iter()
-                .filter(|&l| l > 0.0)
-                .map(f64::ln)
-                .collect();
-            let n = libs.len().max(1) as f64;
-            let mean = libs.iter().sum::<f64>() / n;
-            let var = libs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n;
-            (mean, var)
-        };
+        let (log_mean, log_var) = log_library_moments(&sc_counts);
         let sc = DatasetSpec {
             name: "scRNA-seq".into(),
             genes: genes.clone(),
             gene_index: (0..genes.len()).collect(),
             likelihood: self.sc_likelihood,
-            library: LibraryModel::Latent {
-                log_mean: sc_stats.0,
-                log_var: sc_stats.1,
-            },
+            library: LibraryModel::Latent { log_mean, log_var },
         };
         let spatial = DatasetSpec {
             name: "spatial".into(),
@@ -369,4 +355,80 @@ pub fn choose_kappa(
         scores,
         inner_genes: hidden.iter().map(|h| h.1.len()).sum(),
     })
+}
+
+/// The paper's baseline (Lopez et al. 2019, Table 1, "scVI"): one joint model fitted on the
+/// genes both datasets measure (here: the fold's training genes), without the adversary
+/// (κ = 0), then k-NN regression in its latent space — each spatial cell averages the held-out
+/// expression (as a fraction of the training-gene library) of its k nearest scRNA-seq cells
+/// (k = 5 % of them), scaled by its own library.
+#[derive(Debug, Clone)]
+pub struct ScviKnnImputer {
+    /// Training settings (κ is forced to 0).
+    pub train: TrainConfig,
+    /// Latent dimension.
+    pub n_latent: usize,
+    /// scRNA-seq likelihood.
+    pub sc_likelihood: CountLikelihood,
+    /// Spatial likelihood.
+    pub spatial_likelihood: CountLikelihood,
+    /// Device to train on (autodiff).
+    pub device: Device,
+}
+
+impl Imputer for ScviKnnImputer {
+    fn name(&self) -> String {
+        "scVI + k-NN (shared genes)".to_string()
+    }
+
+    fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError> {
+        use gimvi_metrics::regression::{default_k, knn_regress};
+        let train_names: Vec<String> = task
+            .train_genes
+            .iter()
+            .map(|&g| task.gene_names[g].clone())
+            .collect();
+        let sc_train = to_csr(task.sc_train().view())?;
+        let sp_train = to_csr(task.spatial_train)?;
+        let (log_mean, log_var) = log_library_moments(&sc_train);
+        let n = train_names.len();
+        let spec = |name: &str, likelihood, library| DatasetSpec {
+            name: name.into(),
+            genes: train_names.clone(),
+            gene_index: (0..n).collect(),
+            likelihood,
+            library,
+        };
+        let config = ModelConfig::new(
+            train_names.clone(),
+            vec![
+                spec(
+                    "scRNA-seq",
+                    self.sc_likelihood,
+                    LibraryModel::Latent { log_mean, log_var },
+                ),
+                spec("spatial", self.spatial_likelihood, LibraryModel::Observed),
+            ],
+        )
+        .with_latent(self.n_latent);
+        let cfg = TrainConfig {
+            kappa: 0.0,
+            seed: self.train.seed.wrapping_add(task.fold as u64),
+            ..self.train.clone()
+        };
+        let result = fit(config, &[&sc_train, &sp_train], &cfg, &self.device, |_| {})?;
+        let z_sc = result.model.latent(0, &sc_train)?;
+        let z_sp = result.model.latent(1, &sp_train)?;
+        let lib = sc_train.row_sums();
+        let mut target = task.sc_test();
+        for (mut row, &l) in target.outer_iter_mut().zip(&lib) {
+            row.mapv_inplace(|v| if l > 0.0 { v / l } else { 0.0 });
+        }
+        let k = default_k(z_sc.nrows());
+        let mut pred = knn_regress(z_sc.view(), target.view(), z_sp.view(), k)?;
+        for (mut row, l) in pred.outer_iter_mut().zip(task.spatial_library()) {
+            row.mapv_inplace(|v| v * l);
+        }
+        Ok(pred)
+    }
 }

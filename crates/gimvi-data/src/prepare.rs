@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::{DataError, Dataset};
+use crate::{CsrMatrix, DataError, Dataset};
 
 /// The result of matching the genes of two datasets case-insensitively.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,23 +178,32 @@ pub struct LibraryStats {
     pub log_var: f64,
 }
 
-/// Library-size statistics; the log moments are the empirical prior of the scRNA-seq library
-/// (Lopez et al. 2019, Eq. 2; scvi-tools computes them the same way, ddof = 0).
+/// Mean and population variance (ddof = 0) of ln(library) over the cells of `counts` with a
+/// positive library — the empirical LogNormal prior of a latent library (Lopez et al. 2019,
+/// Eq. 2; scvi-tools computes it the same way). (0, 0) when no cell has counts.
+pub fn log_library_moments(counts: &CsrMatrix) -> (f64, f64) {
+    let logs: Vec<f64> = counts
+        .row_sums()
+        .into_iter()
+        .filter(|&l| l > 0.0)
+        .map(f64::ln)
+        .collect();
+    if logs.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = logs.len() as f64;
+    let mean = logs.iter().sum::<f64>() / n;
+    let var = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n;
+    (mean, var)
+}
+
+/// Library-size statistics; the log moments come from [`log_library_moments`].
 pub fn library_stats(ds: &Dataset) -> LibraryStats {
     let mut libs = ds.counts.row_sums();
     libs.sort_by(f64::total_cmp);
     let n = libs.len();
-    let logs: Vec<f64> = libs.iter().filter(|&&l| l > 0.0).map(|l| l.ln()).collect();
-    let log_mean = if logs.is_empty() {
-        0.0
-    } else {
-        logs.iter().sum::<f64>() / logs.len() as f64
-    };
-    let log_var = if logs.is_empty() {
-        0.0
-    } else {
-        logs.iter().map(|l| (l - log_mean).powi(2)).sum::<f64>() / logs.len() as f64
-    };
+    let positive = libs.iter().filter(|&&l| l > 0.0).count();
+    let (log_mean, log_var) = log_library_moments(&ds.counts);
     let median = if n == 0 {
         0.0
     } else if n % 2 == 1 {
@@ -204,7 +213,7 @@ pub fn library_stats(ds: &Dataset) -> LibraryStats {
     };
     LibraryStats {
         n_cells: n,
-        zero_cells: n - logs.len(),
+        zero_cells: n - positive,
         min: libs.first().copied().unwrap_or(0.0),
         median,
         max: libs.last().copied().unwrap_or(0.0),

@@ -17,18 +17,8 @@ fn device() -> Device {
 }
 
 fn log_library_prior(counts: &CsrMatrix) -> LibraryModel {
-    let logs: Vec<f64> = counts
-        .row_sums()
-        .into_iter()
-        .filter(|&l| l > 0.0)
-        .map(f64::ln)
-        .collect();
-    let mean = logs.iter().sum::<f64>() / logs.len() as f64;
-    let var = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / logs.len() as f64;
-    LibraryModel::Latent {
-        log_mean: mean,
-        log_var: var,
-    }
+    let (log_mean, log_var) = gimvi_data::prepare::log_library_moments(counts);
+    LibraryModel::Latent { log_mean, log_var }
 }
 
 fn model_for(sim: &Simulation, sc_likelihood: CountLikelihood) -> GimviModel {
