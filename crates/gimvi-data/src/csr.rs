@@ -130,8 +130,8 @@ impl CsrMatrix {
         })
     }
 
-    /// Sorts column indices within rows, sums duplicates and drops explicit zeros... except
-    /// NaN/negative values, which are kept so validation can report them.
+    /// Sorts column indices within rows, sums duplicates and drops explicit zeros. NaN and
+    /// negative values are kept, so that validation can report them.
     fn canonicalise(&mut self) {
         let mut new_indptr = Vec::with_capacity(self.n_rows + 1);
         let mut new_indices = Vec::with_capacity(self.indices.len());
@@ -310,7 +310,7 @@ impl CsrMatrix {
         out
     }
 
-    /// Dense copy of the given rows and columns as an `ndarray` of f64.
+    /// Dense copy of the whole matrix as an `ndarray` of f64 (rows × columns).
     pub fn to_dense_f64(&self) -> ndarray::Array2<f64> {
         let mut out = ndarray::Array2::zeros((self.n_rows, self.n_cols));
         for r in 0..self.n_rows {
