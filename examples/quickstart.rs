@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .parse::<BackendKind>()?,
         None => BackendKind::default(),
     };
-    let device = kind.device()?.autodiff();
+    let device = kind.open()?.autodiff();
     println!("backend: {kind}");
 
     // Ground truth: per-gene mean and inverse dispersion.
@@ -90,7 +90,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // The ZINB with strongly negative dropout logits reduces to the NB.
-    let dev = kind.device()?;
+    let dev = kind.open()?;
     let x = Tensor::<2>::from_floats([[0.0, 3.0, 17.0]], &dev);
     let mu = Tensor::<2>::from_floats([[1.0, 2.5, 20.0]], &dev);
     let theta = Tensor::<2>::from_floats([[2.0, 2.0, 2.0]], &dev);

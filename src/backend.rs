@@ -3,7 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::Device;
+use std::sync::Mutex;
+
+use burn::tensor::{Device, Tensor, TensorData};
 
 /// A compute backend gimvi can run on. Which ones are usable depends on the cargo features the
 /// crate was built with; [`BackendKind::compiled`] lists them.
@@ -37,6 +39,14 @@ pub enum BackendError {
         feature: &'static str,
         /// Backends this build has, comma-separated.
         available: String,
+    },
+    /// The backend is compiled in but cannot run here (no GPU adapter, no driver, …).
+    #[error("backend '{kind}' is compiled in but unusable on this machine: {reason}")]
+    Unavailable {
+        /// The requested backend.
+        kind: BackendKind,
+        /// What went wrong when a first tensor operation was tried.
+        reason: String,
     },
 }
 
@@ -86,6 +96,40 @@ impl BackendKind {
             });
         }
         Ok(self.device_unchecked())
+    }
+
+    /// Like [`BackendKind::device`], and also checks that the backend works on this machine by
+    /// running a first small computation on it (burn initialises GPU adapters lazily and panics
+    /// when none is found; that panic is caught here and becomes
+    /// [`BackendError::Unavailable`]).
+    pub fn open(self) -> Result<Device, BackendError> {
+        static PROBE: Mutex<()> = Mutex::new(());
+        let device = self.device()?;
+        let probe_device = device.clone();
+        // Serialise the probes: the panic hook is process-wide.
+        let _guard = PROBE.lock().unwrap_or_else(|e| e.into_inner());
+        let previous_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let outcome = std::panic::catch_unwind(move || {
+            let t =
+                Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0], [3]), &probe_device);
+            t.sum().into_data().convert::<f32>().try_to_vec::<f32>()
+        });
+        std::panic::set_hook(previous_hook);
+        let reason = match outcome {
+            Ok(Ok(v)) if v.first() == Some(&6.0) => return Ok(device),
+            Ok(Ok(v)) => format!("a test sum gave {v:?} instead of [6.0]"),
+            Ok(Err(e)) => format!("reading a test tensor back failed: {e:?}"),
+            Err(payload) => payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the backend panicked during initialisation".to_string()),
+        };
+        Err(BackendError::Unavailable {
+            kind: self,
+            reason: format!("no usable adapter or driver was found ({reason})"),
+        })
     }
 
     #[allow(unreachable_code, deprecated)]
@@ -147,12 +191,14 @@ mod tests {
     #[test]
     fn default_build_has_ndarray_and_refuses_missing_backends() {
         assert!(BackendKind::NdArray.is_compiled());
+        assert!(BackendKind::NdArray.open().is_ok());
         assert_eq!(BackendKind::default(), BackendKind::NdArray);
         for kind in BackendKind::ALL {
             match kind.device() {
                 Ok(_) => assert!(kind.is_compiled()),
                 Err(e) => {
                     assert!(!kind.is_compiled());
+                    assert!(matches!(kind.open(), Err(BackendError::NotCompiled { .. })));
                     assert!(e.to_string().contains("--features"), "{e}");
                 }
             }

@@ -29,7 +29,7 @@
 //! use gimvi::BackendKind;
 //!
 //! let kind: BackendKind = "ndarray".parse().unwrap();
-//! let device = kind.device().unwrap();
+//! let device = kind.open().unwrap(); // checks the backend works here
 //! # let _ = device;
 //! ```
 #![warn(missing_docs)]

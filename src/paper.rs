@@ -12,8 +12,11 @@
 use gimvi_data::prepare::{drop_empty_cells, match_genes, validate_counts, CountPolicy};
 use gimvi_data::registry::DatasetPair;
 use gimvi_likelihoods::CountLikelihood;
+use std::collections::BTreeMap;
+
 use gimvi_metrics::protocol::{
-    evaluate, Imputer, KnnExpressionImputer, MeanImputer, ProtocolConfig, ProtocolReport,
+    evaluate, evaluate_with_folds, Imputer, KnnExpressionImputer, MeanImputer, ProtocolConfig,
+    ProtocolReport,
 };
 use gimvi_trainer::TrainConfig;
 
@@ -37,6 +40,10 @@ pub struct Table1Options {
     pub auto_kappa: bool,
     /// Training device (autodiff).
     pub device: Device,
+    /// Use these gene folds instead of the seeded split: gene name (matched case-insensitively)
+    /// → fold number 0..K. Every shared gene must be listed. Used to run the very folds of
+    /// scvi-tools' anchor script (`scripts/anchor_folds.py`).
+    pub fold_of: Option<BTreeMap<String, usize>>,
 }
 
 /// What [`table1`] used, for the report's header.
@@ -67,6 +74,8 @@ pub fn table1(
     let train = TrainConfig {
         epochs: options.epochs,
         seed: options.seed,
+        // The paper's reproduction code trains on 95 % of each dataset's cells.
+        train_fraction: 0.95,
         progress: false,
         ..TrainConfig::default()
     };
@@ -111,16 +120,41 @@ pub fn table1(
         &mut mean as &mut dyn Imputer,
         &mut knn as &mut dyn Imputer,
     ]);
-    let report = evaluate(
-        &sc.genes,
-        sc.counts.to_dense_f64().view(),
-        sp.counts.to_dense_f64().view(),
-        &mut methods,
-        ProtocolConfig {
-            folds: options.folds,
-            seed: options.seed,
-        },
-    )
+    let (sc_dense, sp_dense) = (sc.counts.to_dense_f64(), sp.counts.to_dense_f64());
+    let report = match &options.fold_of {
+        None => evaluate(
+            &sc.genes,
+            sc_dense.view(),
+            sp_dense.view(),
+            &mut methods,
+            ProtocolConfig {
+                folds: options.folds,
+                seed: options.seed,
+            },
+        ),
+        Some(fold_of) => {
+            let lower: BTreeMap<String, usize> = fold_of
+                .iter()
+                .map(|(g, &f)| (g.to_lowercase(), f))
+                .collect();
+            let n_folds = lower.values().max().map_or(0, |&m| m + 1);
+            let mut folds = vec![Vec::new(); n_folds];
+            for (i, g) in sc.genes.iter().enumerate() {
+                let f = lower.get(&g.to_lowercase()).ok_or_else(|| {
+                    PipelineError::Input(format!("gene '{g}' has no fold in the given folds"))
+                })?;
+                folds[*f].push(i);
+            }
+            evaluate_with_folds(
+                &sc.genes,
+                sc_dense.view(),
+                sp_dense.view(),
+                &mut methods,
+                &folds,
+                options.seed,
+            )
+        }
+    }
     .map_err(|e| PipelineError::Input(e.to_string()))?;
     drop(methods);
     Ok((

@@ -15,7 +15,9 @@ pub struct Pair {
     pub spatial_likelihood: CountLikelihood,
 }
 
-const USAGE: &str = "options: [--quick] [--epochs N] [--folds K] [--seed S] [--no-auto-kappa] \
+const USAGE: &str =
+    "options: [--quick] [--epochs N] [--folds K] [--folds-from FILE.json] [--seed S] \
+[--no-auto-kappa] \
 [--reference auto|paper|substitute] [--data DIR] [--out DIR] [--backend ndarray|flex|wgpu|cuda]";
 
 pub fn run(pair: Pair) -> ExitCode {
@@ -92,8 +94,22 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
         n_latent: 8,
         spatial_likelihood: pair.spatial_likelihood,
         auto_kappa: !args.iter().any(|a| a == "--no-auto-kappa"),
-        device: backend.device()?.autodiff(),
+        device: backend.open()?.autodiff(),
+        fold_of: match value("--folds-from") {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read --folds-from {path}: {e}"))?;
+                let map: std::collections::BTreeMap<String, usize> = serde_json::from_str(&text)
+                    .map_err(|e| format!("--folds-from {path}: expected {{gene: fold}}: {e}"))?;
+                Some(map)
+            }
+        },
     };
+    let folds = options
+        .fold_of
+        .as_ref()
+        .map_or(folds, |m| m.values().max().map_or(0, |&f| f + 1));
     eprintln!(
         "{} folds × {} methods, {epochs} epochs each{} …",
         folds,

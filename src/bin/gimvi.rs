@@ -208,7 +208,7 @@ fn read(path: &Path, args: &ReadArgs) -> Result<Dataset> {
 
 fn device(name: &str) -> Result<gimvi::Device> {
     let kind: BackendKind = name.parse()?;
-    Ok(kind.device()?.autodiff())
+    Ok(kind.open()?.autodiff())
 }
 
 fn say(quiet: bool, text: impl AsRef<str>) {

@@ -14,7 +14,7 @@
 use burn::tensor::activation::softplus;
 use burn::tensor::Tensor;
 
-use crate::special::{expm1, stirling_correction, HALF_LN_2PI};
+use crate::special::{expm1, log1p, stirling_correction, HALF_LN_2PI};
 
 /// ε added to the mean μ (and to θ) before any logarithm or division, so that a mean or an
 /// inverse dispersion that underflowed to 0 gives a finite log-probability and a finite, non-zero
@@ -58,7 +58,7 @@ fn deviance_rate<const D: usize>(t: Tensor<D>, r: Tensor<D>) -> Tensor<D> {
 
 /// ln NB(0; μ, θ) = θ ln(θ / (θ + μ)) = −θ ln(1 + μ/θ), without cancellation when μ ≪ θ.
 fn nb_log_zero<const D: usize>(mu: Tensor<D>, theta: Tensor<D>) -> Tensor<D> {
-    mu.div(theta.clone()).log1p().mul(theta).neg()
+    log1p(mu.div(theta.clone())).mul(theta).neg()
 }
 
 /// ln NB(x; μ, θ) for x > 0 in saddle-point form.
@@ -143,7 +143,7 @@ pub fn log_zinb<const D: usize>(
     let log_keep = softplus(dropout_logits.clone(), 1.0).neg();
     let w = log_keep.clone().exp().mul(expm1(log_p0.clone()));
     let use_log1p = w.clone().greater_elem(-0.5);
-    let via_log1p = w.clamp_min(-0.5).log1p();
+    let via_log1p = log1p(w.clamp_min(-0.5));
     let via_lse =
         softplus(log_p0.sub(dropout_logits.clone()), 1.0).sub(softplus(dropout_logits.neg(), 1.0));
     let zero_branch = via_lse.mask_where(use_log1p, via_log1p);

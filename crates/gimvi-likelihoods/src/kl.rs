@@ -2,13 +2,15 @@
 
 use burn::tensor::Tensor;
 
+use crate::special::log1p;
+
 /// r − 1 − ln r for a variance ratio r > 0, the variance part of a Gaussian KL.
 ///
 /// Computed as u − ln(1 + u) with u = r − 1 through `log1p`, so it stays accurate (and ≥ 0)
 /// when r is close to 1.
 fn ratio_penalty<const D: usize>(ratio: Tensor<D>) -> Tensor<D> {
     let u = ratio.sub_scalar(1.0);
-    u.clone().sub(u.log1p())
+    u.clone().sub(log1p(u))
 }
 
 /// KL(N(m, v) ‖ N(0, 1)) elementwise = ½ (v + m² − 1 − ln v).

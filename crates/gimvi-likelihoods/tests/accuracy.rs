@@ -10,7 +10,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use gimvi_likelihoods::{
-    kl_normal, kl_normal_standard, lgamma, log_nb, log_poisson, log_zinb, CountLikelihood,
+    kl_normal, kl_normal_standard, lgamma, log1p, log_nb, log_poisson, log_zinb, CountLikelihood,
 };
 use statrs::distribution::{Discrete, NegativeBinomial, Poisson};
 use statrs::function::gamma::{digamma, ln_gamma};
@@ -217,6 +217,21 @@ fn check_lgamma(f: impl Fn(Tensor<1>) -> Tensor<1>) -> Report {
 #[test]
 fn lgamma_relative_error_below_1e5_on_1e_3_to_1e6() {
     check_lgamma(lgamma).assert_ok();
+}
+
+#[test]
+fn log1p_relative_error_below_1e6_without_the_backends_log1p() {
+    // Tiny arguments of both signs (where log(1 + v) in f32 has no correct digit), both sides
+    // of the ±½ switch, and up to 1e6 and down to −0.999.
+    let mut vs = logspace(1e-12, 1e6, 601);
+    vs.extend(logspace(1e-12, 0.999, 401).into_iter().map(|v| -v));
+    vs.extend([0.0, 0.5, -0.5, f32_round(0.5000001), f32_round(-0.5000001)]);
+    let got = values(log1p(tensor(&vs, &cpu())));
+    let mut report = Report::new("log1p", 1e-6);
+    for (&v, &g) in vs.iter().zip(&got) {
+        report.check(g, v.ln_1p(), 1e-30, || format!("v={v:e}"));
+    }
+    report.assert_ok();
 }
 
 #[test]

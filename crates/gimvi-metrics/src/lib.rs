@@ -59,6 +59,9 @@ pub enum MetricsError {
         /// Requested folds.
         folds: usize,
     },
+    /// A given split of the genes into folds is not a partition.
+    #[error("invalid gene folds: {0}")]
+    InvalidFolds(String),
     /// An imputation method failed.
     #[error("imputer '{method}' failed: {source}")]
     Imputer {

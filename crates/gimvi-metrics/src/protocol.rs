@@ -251,12 +251,68 @@ pub fn evaluate(
             });
         }
     }
+    let folds = gene_folds(n_genes, config.folds, config.seed)?;
+    evaluate_with_folds(
+        gene_names,
+        sc_counts,
+        spatial_counts,
+        imputers,
+        &folds,
+        config.seed,
+    )
+}
+
+/// [`evaluate`] with a given split of the genes into folds (indices into `gene_names`; every
+/// gene in exactly one fold, at least two folds) instead of the seeded one — e.g. to use the
+/// very folds another tool used. `seed` is handed to the imputers.
+pub fn evaluate_with_folds(
+    gene_names: &[String],
+    sc_counts: ArrayView2<'_, f64>,
+    spatial_counts: ArrayView2<'_, f64>,
+    imputers: &mut [&mut dyn Imputer],
+    folds: &[Vec<usize>],
+    seed: u64,
+) -> Result<ProtocolReport, MetricsError> {
+    let n_genes = gene_names.len();
+    for (what, got) in [
+        ("scRNA-seq columns vs shared genes", sc_counts.ncols()),
+        ("spatial columns vs shared genes", spatial_counts.ncols()),
+    ] {
+        if got != n_genes {
+            return Err(MetricsError::ShapeMismatch {
+                what,
+                expected: n_genes,
+                got,
+            });
+        }
+    }
     validate_counts("scRNA-seq counts", sc_counts)?;
     validate_counts("spatial counts", spatial_counts)?;
     if imputers.is_empty() {
         return Err(MetricsError::Empty("list of imputers"));
     }
-    let folds = gene_folds(n_genes, config.folds, config.seed)?;
+    let mut seen = vec![0usize; n_genes];
+    for &g in folds.iter().flatten() {
+        if g >= n_genes {
+            return Err(MetricsError::ShapeMismatch {
+                what: "gene index in a fold (number of shared genes)",
+                expected: n_genes,
+                got: g + 1,
+            });
+        }
+        seen[g] += 1;
+    }
+    if folds.len() < 2 || folds.iter().any(|f| f.is_empty()) || seen.iter().any(|&c| c != 1) {
+        return Err(MetricsError::InvalidFolds(format!(
+            "{} folds over {n_genes} genes; every fold must be non-empty and every gene in \
+             exactly one fold",
+            folds.len()
+        )));
+    }
+    let config = ProtocolConfig {
+        folds: folds.len(),
+        seed,
+    };
     let n_cells = spatial_counts.nrows();
     let mut fold_of = vec![0usize; n_genes];
 
