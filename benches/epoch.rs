@@ -88,7 +88,7 @@ fn parse() -> Result<Args, Error> {
             Some("zinb") => CountLikelihood::Zinb,
             Some(o) => return Err(format!("unknown --spatial-likelihood {o}").into()),
         },
-        backend: value("--backend").as_deref().unwrap_or("ndarray").parse()?,
+        backend: value("--backend").as_deref().unwrap_or("auto").parse()?,
     })
 }
 

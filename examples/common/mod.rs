@@ -18,7 +18,7 @@ pub struct Pair {
 const USAGE: &str =
     "options: [--quick] [--epochs N] [--folds K] [--folds-from FILE.json] [--seed S] \
 [--no-auto-kappa] \
-[--reference auto|paper|substitute] [--data DIR] [--out DIR] [--backend ndarray|flex|wgpu|cuda]";
+[--reference auto|paper|substitute] [--data DIR] [--out DIR] [--backend auto|ndarray|flex|wgpu|cuda]";
 
 pub fn run(pair: Pair) -> ExitCode {
     match try_run(&pair) {
@@ -66,7 +66,7 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
             }
         })?,
     };
-    let backend: BackendKind = value("--backend").as_deref().unwrap_or("ndarray").parse()?;
+    let backend: BackendKind = value("--backend").as_deref().unwrap_or("auto").parse()?;
     let out = PathBuf::from(value("--out").unwrap_or_else(|| {
         format!(
             "results/{}{}",

@@ -118,8 +118,9 @@ struct ModelArgs {
     /// Random seed (runs with one seed are identical on the CPU).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Compute backend among those compiled in (ndarray, flex, wgpu, cuda).
-    #[arg(long, default_value = "ndarray")]
+    /// Compute backend among those compiled in: auto (flex, else ndarray), ndarray, flex, wgpu,
+    /// cuda.
+    #[arg(long, default_value = "auto")]
     backend: String,
     /// Round non-integer counts instead of refusing them.
     #[arg(long)]
@@ -161,7 +162,7 @@ struct ImputeArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Backend among those compiled in.
-    #[arg(long, default_value = "ndarray")]
+    #[arg(long, default_value = "auto")]
     backend: String,
     /// Output: .h5ad (X = imputed, layers/variance, obsm/X_gimvi = latent) or .csv.
     #[arg(long)]

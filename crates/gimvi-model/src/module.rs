@@ -4,6 +4,7 @@ use burn::module::{Module, Param};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use burn::tensor::{Device, Int, Shape, Tensor, TensorData};
+use gimvi_likelihoods::fused::{fused_log_prob_rows_softmax, is_host_device};
 use gimvi_likelihoods::{kl_normal, kl_normal_standard};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -307,9 +308,19 @@ impl GimviModule {
         &self,
         m: usize,
         x: Tensor<2>,
+        rng: Option<&mut ModelRng>,
+    ) -> (Tensor<2>, Tensor<2>) {
+        self.encode_log1p(m, x.log1p(), rng)
+    }
+
+    /// [`GimviModule::encode`] from ln(1 + x) already computed.
+    fn encode_log1p(
+        &self,
+        m: usize,
+        log1p_x: Tensor<2>,
         mut rng: Option<&mut ModelRng>,
     ) -> (Tensor<2>, Tensor<2>) {
-        let h = self.private[m].forward(x.log1p(), rng.as_deref_mut());
+        let h = self.private[m].forward(log1p_x, rng.as_deref_mut());
         let h = self.shared.forward(h, rng);
         let var = self.z_log_var.forward(h.clone()).exp().add_scalar(VAR_EPS);
         (self.z_mean.forward(h), var)
@@ -322,9 +333,19 @@ impl GimviModule {
         x: Tensor<2>,
         rng: Option<&mut ModelRng>,
     ) -> Option<(Tensor<2>, Tensor<2>)> {
+        self.encode_library_log1p(m, x.log1p(), rng)
+    }
+
+    /// [`GimviModule::encode_library`] from ln(1 + x) already computed.
+    fn encode_library_log1p(
+        &self,
+        m: usize,
+        log1p_x: Tensor<2>,
+        rng: Option<&mut ModelRng>,
+    ) -> Option<(Tensor<2>, Tensor<2>)> {
         self.library[m]
             .as_ref()
-            .map(|enc| enc.forward(x.log1p(), rng))
+            .map(|enc| enc.forward(log1p_x, rng))
     }
 
     /// Decoder up to the output layers: `[cells, hidden]` features of z (and of the dataset
@@ -393,7 +414,28 @@ impl GimviModule {
     ) -> ForwardOutput {
         let spec = &config.datasets[m];
         let device = x.device();
-        let (qz_mean, qz_var) = self.encode(m, x.clone(), rng.as_deref_mut());
+        let host = is_host_device(&device);
+        // On CPU backends the counts come to the host once: ln(1 + x) is computed there (only
+        // the non-zero entries need a logarithm) and the fused likelihood reads them.
+        let x_host: Vec<f32> = if host {
+            x.clone()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 counts")
+        } else {
+            Vec::new()
+        };
+        let log1p_x = if host {
+            let v: Vec<f32> = x_host
+                .iter()
+                .map(|&c| if c == 0.0 { 0.0 } else { c.ln_1p() })
+                .collect();
+            Tensor::<2>::from_data(TensorData::new(v, x.dims()), &device)
+        } else {
+            x.clone().log1p()
+        };
+        let (qz_mean, qz_var) = self.encode_log1p(m, log1p_x.clone(), rng.as_deref_mut());
         let z = match rng.as_deref_mut() {
             Some(r) => {
                 let eps = normal_noise(qz_mean.shape(), r, &device);
@@ -402,7 +444,7 @@ impl GimviModule {
             None => qz_mean.clone(),
         };
         // Library: latent (sampled from q) or observed (Eq. 9: ℓ′ = observed total).
-        let library = self.encode_library(m, x.clone(), rng.as_deref_mut());
+        let library = self.encode_library_log1p(m, log1p_x, rng.as_deref_mut());
         let (log_library, kl_library) = match (library, spec.library) {
             (Some((ql_mean, ql_var)), LibraryModel::Latent { log_mean, log_var }) => {
                 let log_l = match rng.as_deref_mut() {
@@ -425,23 +467,55 @@ impl GimviModule {
 
         let genes = &spec.gene_index;
         let h = self.decoder_features(config, m, z.clone(), rng);
-        let logits = self.px_scale.forward(h.clone());
-        let idx = index_tensor(genes, &device);
+        // Only the dataset's own genes G′ are decoded: the softmax normaliser over G cancels in
+        // ρ′ (Eq. 5), so a 33-gene panel never pays for a 20,000-gene output layer, and the
+        // dropout head is evaluated only for zero-inflated likelihoods.
+        let all_genes =
+            genes.len() == config.n_genes() && genes.iter().enumerate().all(|(i, &g)| i == g);
+        let idx = (!all_genes).then(|| index_tensor(genes, &device));
+        let columns = |layer: &Linear, h: Tensor<2>| match &idx {
+            None => layer.forward(h),
+            Some(idx) => {
+                let w = layer.weight.val().select(1, idx.clone());
+                let out = h.matmul(w);
+                match &layer.bias {
+                    Some(b) => out.add(b.val().select(0, idx.clone()).unsqueeze_dim(0)),
+                    None => out,
+                }
+            }
+        };
         // Eq. 5: softmax restricted to the dataset's genes = ρ_g / Σ_{g′ ∈ G′} ρ_g′.
-        let rho = softmax(logits.select(1, idx.clone()), 1);
-        let mu = rho.mul(log_library.exp());
-        let theta = self
-            .log_theta
-            .val()
-            .narrow(0, m, 1)
-            .select(1, idx.clone())
-            .exp();
-        let dropout = self.px_dropout.forward(h).select(1, idx);
-        let log_p = spec
-            .likelihood
-            .log_prob(x, mu, Some(theta), Some(dropout))
-            .expect("theta and dropout logits are always supplied");
-        let reconstruction = log_p.sum_dim(1).neg();
+        let scale_logits = columns(&self.px_scale, h.clone());
+        let likelihood = spec.likelihood;
+        let theta = likelihood.has_dispersion().then(|| {
+            let t = self.log_theta.val().narrow(0, m, 1);
+            match &idx {
+                None => t.exp(),
+                Some(idx) => t.select(1, idx.clone()).exp(),
+            }
+        });
+        let dropout = likelihood
+            .has_dropout()
+            .then(|| columns(&self.px_dropout, h));
+        // Eq. 3 / Eq. 6, summed over genes. On CPU backends the fused host kernel computes value
+        // and gradient in one pass (gimvi_likelihoods::fused); elsewhere the tensor forms run.
+        let log_p_rows = if host {
+            fused_log_prob_rows_softmax(
+                likelihood,
+                &x_host,
+                scale_logits,
+                log_library,
+                theta,
+                dropout,
+            )
+        } else {
+            let mu = softmax(scale_logits, 1).mul(log_library.exp());
+            likelihood
+                .log_prob(x, mu, theta, dropout)
+                .expect("theta and dropout logits are supplied where the likelihood needs them")
+                .sum_dim(1)
+        };
+        let reconstruction = log_p_rows.neg();
         let mut kl = kl_normal_standard(qz_mean.clone(), qz_var.clone()).sum_dim(1);
         if let Some(kl_l) = kl_library {
             kl = kl.add(kl_l);

@@ -1,0 +1,124 @@
+//! The fused host path gives the values and gradients of the tensor forms (which are checked
+//! against f64 references in `accuracy.rs`).
+
+use burn::tensor::{Device, Tensor, TensorData};
+use gimvi_likelihoods::fused::{fused_log_prob_rows, is_host_device};
+use gimvi_likelihoods::CountLikelihood;
+
+#[allow(deprecated)] // burn-ndarray is the project's default CPU backend.
+fn cpu() -> Device {
+    Device::ndarray().autodiff()
+}
+
+fn t2(v: &[f32], rows: usize, cols: usize, device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [rows, cols]), device)
+}
+
+fn host(t: Tensor<2>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+/// Rows = cells, columns = genes; every (x, μ, θ, π) regime of `accuracy.rs`'s grids.
+fn batch() -> (usize, usize, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let xs = [0.0f32, 1.0, 2.0, 7.0, 15.0, 16.0, 40.0, 1000.0, 1.0e5];
+    let mus = [1e-6f32, 1e-3, 0.3, 3.0, 50.0, 2000.0, 1.0e5];
+    let thetas = [1e-3f32, 0.05, 1.0, 12.0, 500.0, 1.0e6];
+    let logits = [-20.0f32, -3.0, 0.0, 2.0, 20.0];
+    let cols = thetas.len();
+    let mut x = vec![];
+    let mut mu = vec![];
+    let mut pi = vec![];
+    for &xv in &xs {
+        for &m in &mus {
+            for &l in &logits {
+                for _ in 0..cols {
+                    x.push(xv);
+                    mu.push(m);
+                    pi.push(l);
+                }
+            }
+        }
+    }
+    let rows = x.len() / cols;
+    (rows, cols, x, mu, thetas.to_vec(), pi)
+}
+
+fn compare(likelihood: CountLikelihood) {
+    let device = cpu();
+    assert!(is_host_device(&device));
+    let (rows, cols, x, mu, theta, pi) = batch();
+    let run = |fused: bool| {
+        let xt = t2(&x, rows, cols, &device);
+        let mut_ = t2(&mu, rows, cols, &device).require_grad();
+        let tt = t2(&theta, 1, cols, &device).require_grad();
+        let pt = t2(&pi, rows, cols, &device).require_grad();
+        let rows_lp = if fused {
+            fused_log_prob_rows(
+                likelihood,
+                &x,
+                mut_.clone(),
+                Some(tt.clone()),
+                Some(pt.clone()),
+            )
+        } else {
+            let theta_full = tt.clone().repeat_dim(0, rows);
+            likelihood
+                .log_prob(xt, mut_.clone(), Some(theta_full), Some(pt.clone()))
+                .unwrap()
+                .sum_dim(1)
+        };
+        let grads = rows_lp.clone().sum().backward();
+        let g = |t: &Tensor<2>| t.grad(&grads).map(host).unwrap_or_default();
+        (host(rows_lp), g(&mut_), g(&tt), g(&pt))
+    };
+    let (v0, m0, t0, p0) = run(false);
+    let (v1, m1, t1, p1) = run(true);
+    let worst = |a: &[f64], b: &[f64], floor: f64| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / y.abs().max(floor))
+            .fold(0.0, f64::max)
+    };
+    let (ev, em, et, ep) = (
+        worst(&v1, &v0, 1.0),
+        worst(&m1, &m0, 1e-3),
+        worst(&t1, &t0, 1e-3),
+        worst(&p1, &p0, 1e-3),
+    );
+    println!(
+        "{likelihood:?}: {} elements; fused vs tensor form, worst rel. diff: value {ev:.1e}, \
+         dμ {em:.1e}, dθ {et:.1e}, dπ {ep:.1e}",
+        rows * cols
+    );
+    // The tensor forms are within 1e-5 (values) / 2e-4 (gradients) of f64 references; the fused
+    // path computes in f64. The θ gradient sums many rows, so it gets a wider margin.
+    assert!(ev < 2e-5, "values differ by {ev}");
+    assert!(em < 1e-3, "dμ differs by {em}");
+    if likelihood.has_dispersion() {
+        assert!(et < 1e-3, "dθ differs by {et}");
+    }
+    if likelihood.has_dropout() {
+        assert!(ep < 1e-3, "dπ differs by {ep}");
+    }
+}
+
+#[test]
+fn fused_zinb_matches_the_tensor_form() {
+    compare(CountLikelihood::Zinb);
+}
+
+#[test]
+fn fused_nb_matches_the_tensor_form() {
+    compare(CountLikelihood::Nb);
+}
+
+#[test]
+fn fused_poisson_matches_the_tensor_form() {
+    compare(CountLikelihood::Poisson);
+}
