@@ -112,6 +112,8 @@ fn nb_terms(x: f64, mu: f64, theta: f64, lg_theta: f64, psi_theta: f64) -> (f64,
 ///
 /// # Panics
 /// If the slice lengths do not match `rows × cols` (an internal contract of the model crate).
+// The gene index g addresses four arrays of different layouts at once.
+#[allow(clippy::needless_range_loop)]
 pub fn value_and_grad(
     likelihood: CountLikelihood,
     cols: usize,
@@ -122,7 +124,7 @@ pub fn value_and_grad(
 ) -> ValueAndGrad {
     let n = x.len();
     assert_eq!(mu.len(), n, "mu has the shape of x");
-    assert!(cols > 0 && n % cols == 0, "x is rows × cols");
+    assert!(cols > 0 && n.is_multiple_of(cols), "x is rows × cols");
     let has_theta = likelihood.has_dispersion();
     let has_logit = likelihood.has_dropout();
     if has_theta {
