@@ -14,11 +14,14 @@ use gimvi_data::registry::DatasetPair;
 use gimvi_likelihoods::CountLikelihood;
 use std::collections::BTreeMap;
 
+use gimvi_metrics::correlation::{median, spearman};
 use gimvi_metrics::protocol::{
-    evaluate, evaluate_with_folds, Imputer, KnnExpressionImputer, MeanImputer, ProtocolConfig,
-    ProtocolReport,
+    evaluate, evaluate_with_folds, FoldTask, Imputer, ImputerError, KnnExpressionImputer,
+    MeanImputer, ProtocolConfig, ProtocolReport,
 };
 use gimvi_trainer::TrainConfig;
+use ndarray::{Array2, ArrayView2};
+use std::time::Instant;
 
 use crate::pipeline::{GimviImputer, PipelineError, ScviKnnImputer};
 use crate::Device;
@@ -44,6 +47,52 @@ pub struct Table1Options {
     /// → fold number 0..K. Every shared gene must be listed. Used to run the very folds of
     /// scvi-tools' anchor script (`scripts/anchor_folds.py`).
     pub fold_of: Option<BTreeMap<String, usize>>,
+    /// Report progress on stderr: one line per method and fold (with its time and the fold's
+    /// median Spearman) and, on a terminal, an epoch bar while a model trains.
+    pub progress: bool,
+}
+
+/// Wraps an imputer and prints one line to stderr when it has finished a fold.
+struct Progress<'a> {
+    inner: &'a mut dyn Imputer,
+    /// All spatial counts (cells × shared genes), to score the finished fold.
+    truth: ArrayView2<'a, f64>,
+    folds: usize,
+    started: Instant,
+}
+
+impl Imputer for Progress<'_> {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError> {
+        let start = Instant::now();
+        let out = self.inner.impute(task);
+        if let Ok(pred) = &out {
+            // The fold's median Spearman (paper scoring) of this method, for orientation.
+            let rhos: Vec<f64> = task
+                .test_genes
+                .iter()
+                .enumerate()
+                .filter_map(|(j, &g)| {
+                    spearman(&pred.column(j).to_vec(), &self.truth.column(g).to_vec())
+                        .ok()
+                        .flatten()
+                })
+                .collect();
+            eprintln!(
+                "  fold {}/{} {:<24} {:>7.1} s   fold median ρ {:>6}   (elapsed {:.0} s)",
+                task.fold + 1,
+                self.folds,
+                self.inner.name(),
+                start.elapsed().as_secs_f64(),
+                median(&rhos).map_or("n/a".to_string(), |m| format!("{m:.3}")),
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+        out
+    }
 }
 
 /// What [`table1`] used, for the report's header.
@@ -76,7 +125,7 @@ pub fn table1(
         seed: options.seed,
         // The paper's reproduction code trains on 95 % of each dataset's cells.
         train_fraction: 0.95,
-        progress: false,
+        progress: options.progress,
         ..TrainConfig::default()
     };
     let gimvi = |kappa: f64, auto: bool| GimviImputer {
@@ -121,42 +170,63 @@ pub fn table1(
         &mut knn as &mut dyn Imputer,
     ]);
     let (sc_dense, sp_dense) = (sc.counts.to_dense_f64(), sp.counts.to_dense_f64());
-    let report = match &options.fold_of {
-        None => evaluate(
-            &sc.genes,
-            sc_dense.view(),
-            sp_dense.view(),
-            &mut methods,
-            ProtocolConfig {
-                folds: options.folds,
-                seed: options.seed,
-            },
-        ),
-        Some(fold_of) => {
-            let lower: BTreeMap<String, usize> = fold_of
-                .iter()
-                .map(|(g, &f)| (g.to_lowercase(), f))
-                .collect();
-            let n_folds = lower.values().max().map_or(0, |&m| m + 1);
-            let mut folds = vec![Vec::new(); n_folds];
-            for (i, g) in sc.genes.iter().enumerate() {
-                let f = lower.get(&g.to_lowercase()).ok_or_else(|| {
-                    PipelineError::Input(format!("gene '{g}' has no fold in the given folds"))
-                })?;
-                folds[*f].push(i);
-            }
-            evaluate_with_folds(
+    let n_folds = match &options.fold_of {
+        Some(f) => f.values().max().map_or(0, |&m| m + 1),
+        None => options.folds,
+    };
+    let started = Instant::now();
+    let report = {
+        let mut wrapped: Vec<Progress<'_>> = methods
+            .into_iter()
+            .map(|inner| Progress {
+                inner,
+                truth: sp_dense.view(),
+                folds: n_folds,
+                started,
+            })
+            .collect();
+        let mut methods: Vec<&mut dyn Imputer> = if options.progress {
+            wrapped.iter_mut().map(|p| p as &mut dyn Imputer).collect()
+        } else {
+            wrapped.iter_mut().map(|p| &mut *p.inner).collect()
+        };
+        let report = match &options.fold_of {
+            None => evaluate(
                 &sc.genes,
                 sc_dense.view(),
                 sp_dense.view(),
                 &mut methods,
-                &folds,
-                options.seed,
-            )
+                ProtocolConfig {
+                    folds: options.folds,
+                    seed: options.seed,
+                },
+            ),
+            Some(fold_of) => {
+                let lower: BTreeMap<String, usize> = fold_of
+                    .iter()
+                    .map(|(g, &f)| (g.to_lowercase(), f))
+                    .collect();
+                let n_folds = lower.values().max().map_or(0, |&m| m + 1);
+                let mut folds = vec![Vec::new(); n_folds];
+                for (i, g) in sc.genes.iter().enumerate() {
+                    let f = lower.get(&g.to_lowercase()).ok_or_else(|| {
+                        PipelineError::Input(format!("gene '{g}' has no fold in the given folds"))
+                    })?;
+                    folds[*f].push(i);
+                }
+                evaluate_with_folds(
+                    &sc.genes,
+                    sc_dense.view(),
+                    sp_dense.view(),
+                    &mut methods,
+                    &folds,
+                    options.seed,
+                )
+            }
         }
-    }
-    .map_err(|e| PipelineError::Input(e.to_string()))?;
-    drop(methods);
+        .map_err(|e| PipelineError::Input(e.to_string()))?;
+        report
+    };
     Ok((
         report,
         Table1Data {

@@ -94,6 +94,7 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
         n_latent: 8,
         spatial_likelihood: pair.spatial_likelihood,
         auto_kappa: !args.iter().any(|a| a == "--no-auto-kappa"),
+        progress: true,
         device: backend.open()?.autodiff(),
         fold_of: match value("--folds-from") {
             None => None,
