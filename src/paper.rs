@@ -52,13 +52,15 @@ pub struct Table1Options {
     pub progress: bool,
 }
 
-/// Wraps an imputer and prints one line to stderr when it has finished a fold.
+/// Wraps an imputer and, when `print` is set, prints one line to stderr when it has finished
+/// a fold.
 struct Progress<'a> {
     inner: &'a mut dyn Imputer,
     /// All spatial counts (cells × shared genes), to score the finished fold.
     truth: ArrayView2<'a, f64>,
     folds: usize,
     started: Instant,
+    print: bool,
 }
 
 impl Imputer for Progress<'_> {
@@ -69,7 +71,7 @@ impl Imputer for Progress<'_> {
     fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError> {
         let start = Instant::now();
         let out = self.inner.impute(task);
-        if let Ok(pred) = &out {
+        if let (true, Ok(pred)) = (self.print, &out) {
             // The fold's median Spearman (paper scoring) of this method, for orientation.
             let rhos: Vec<f64> = task
                 .test_genes
@@ -170,9 +172,24 @@ pub fn table1(
         &mut knn as &mut dyn Imputer,
     ]);
     let (sc_dense, sp_dense) = (sc.counts.to_dense_f64(), sp.counts.to_dense_f64());
-    let n_folds = match &options.fold_of {
-        Some(f) => f.values().max().map_or(0, |&m| m + 1),
-        None => options.folds,
+    // Explicit gene folds (the anchor's), as indices into the shared genes.
+    let explicit_folds = match &options.fold_of {
+        None => None,
+        Some(fold_of) => {
+            let lower: BTreeMap<String, usize> = fold_of
+                .iter()
+                .map(|(g, &f)| (g.to_lowercase(), f))
+                .collect();
+            let n_folds = lower.values().max().map_or(0, |&m| m + 1);
+            let mut folds = vec![Vec::new(); n_folds];
+            for (i, g) in sc.genes.iter().enumerate() {
+                let f = lower.get(&g.to_lowercase()).ok_or_else(|| {
+                    PipelineError::Input(format!("gene '{g}' has no fold in the given folds"))
+                })?;
+                folds[*f].push(i);
+            }
+            Some(folds)
+        }
     };
     let started = Instant::now();
     let report = {
@@ -181,16 +198,14 @@ pub fn table1(
             .map(|inner| Progress {
                 inner,
                 truth: sp_dense.view(),
-                folds: n_folds,
+                folds: explicit_folds.as_ref().map_or(options.folds, Vec::len),
                 started,
+                print: options.progress,
             })
             .collect();
-        let mut methods: Vec<&mut dyn Imputer> = if options.progress {
-            wrapped.iter_mut().map(|p| p as &mut dyn Imputer).collect()
-        } else {
-            wrapped.iter_mut().map(|p| &mut *p.inner).collect()
-        };
-        let report = match &options.fold_of {
+        let mut methods: Vec<&mut dyn Imputer> =
+            wrapped.iter_mut().map(|p| p as &mut dyn Imputer).collect();
+        match &explicit_folds {
             None => evaluate(
                 &sc.genes,
                 sc_dense.view(),
@@ -201,31 +216,16 @@ pub fn table1(
                     seed: options.seed,
                 },
             ),
-            Some(fold_of) => {
-                let lower: BTreeMap<String, usize> = fold_of
-                    .iter()
-                    .map(|(g, &f)| (g.to_lowercase(), f))
-                    .collect();
-                let n_folds = lower.values().max().map_or(0, |&m| m + 1);
-                let mut folds = vec![Vec::new(); n_folds];
-                for (i, g) in sc.genes.iter().enumerate() {
-                    let f = lower.get(&g.to_lowercase()).ok_or_else(|| {
-                        PipelineError::Input(format!("gene '{g}' has no fold in the given folds"))
-                    })?;
-                    folds[*f].push(i);
-                }
-                evaluate_with_folds(
-                    &sc.genes,
-                    sc_dense.view(),
-                    sp_dense.view(),
-                    &mut methods,
-                    &folds,
-                    options.seed,
-                )
-            }
+            Some(folds) => evaluate_with_folds(
+                &sc.genes,
+                sc_dense.view(),
+                sp_dense.view(),
+                &mut methods,
+                folds,
+                options.seed,
+            ),
         }
-        .map_err(|e| PipelineError::Input(e.to_string()))?;
-        report
+        .map_err(|e| PipelineError::Input(e.to_string()))?
     };
     Ok((
         report,

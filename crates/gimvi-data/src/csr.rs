@@ -107,27 +107,9 @@ impl CsrMatrix {
                 found: values.len().to_string(),
             });
         }
-        let mut indptr = Vec::with_capacity(n_rows + 1);
-        let mut indices = Vec::new();
-        let mut data = Vec::new();
-        indptr.push(0);
-        for r in 0..n_rows {
-            for c in 0..n_cols {
-                let v = values[r * n_cols + c];
-                if v != 0.0 {
-                    indices.push(c as u32);
-                    data.push(v);
-                }
-            }
-            indptr.push(data.len());
-        }
-        Ok(CsrMatrix {
-            n_rows,
-            n_cols,
-            indptr,
-            indices,
-            data,
-        })
+        let mut rows = DenseRowsToCsr::new(n_rows, n_cols);
+        rows.push_rows(values, n_rows);
+        Ok(rows.finish())
     }
 
     /// Sorts column indices within rows, sums duplicates and drops explicit zeros. NaN and
@@ -319,5 +301,54 @@ impl CsrMatrix {
             }
         }
         out
+    }
+}
+
+/// Builds a CSR matrix from dense row-major rows handed over in pieces (explicit zeros are not
+/// stored), so that a large dense matrix can be converted window by window.
+pub(crate) struct DenseRowsToCsr {
+    n_cols: usize,
+    indptr: Vec<usize>,
+    indices: Vec<u32>,
+    data: Vec<f32>,
+}
+
+impl DenseRowsToCsr {
+    /// An empty builder for rows of `n_cols` values; `n_rows` sizes the row pointer.
+    pub(crate) fn new(n_rows: usize, n_cols: usize) -> Self {
+        let mut indptr = Vec::with_capacity(n_rows + 1);
+        indptr.push(0);
+        Self {
+            n_cols,
+            indptr,
+            indices: Vec::new(),
+            data: Vec::new(),
+        }
+    }
+
+    /// Appends `rows` rows from `values` (`rows × n_cols`, row-major; the caller checks the
+    /// length).
+    pub(crate) fn push_rows(&mut self, values: &[f32], rows: usize) {
+        for r in 0..rows {
+            let row = &values[r * self.n_cols..(r + 1) * self.n_cols];
+            for (c, &v) in row.iter().enumerate() {
+                if v != 0.0 {
+                    self.indices.push(c as u32);
+                    self.data.push(v);
+                }
+            }
+            self.indptr.push(self.data.len());
+        }
+    }
+
+    /// The matrix of the rows pushed so far (column indices are sorted by construction).
+    pub(crate) fn finish(self) -> CsrMatrix {
+        CsrMatrix {
+            n_rows: self.indptr.len() - 1,
+            n_cols: self.n_cols,
+            indptr: self.indptr,
+            indices: self.indices,
+            data: self.data,
+        }
     }
 }

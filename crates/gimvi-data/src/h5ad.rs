@@ -16,6 +16,7 @@ use std::path::Path;
 
 use hdf5_pure::{AttrValue, File, FileBuilder, Group};
 
+use crate::csr::DenseRowsToCsr;
 use crate::hdf::{self, h5_err};
 use crate::{Column, CsrMatrix, DataError, Dataset};
 
@@ -505,10 +506,7 @@ fn read_dense_as_csr(
     window_values: usize,
 ) -> Result<CsrMatrix, DataError> {
     let rows_per_window = (window_values / n_cols.max(1)).max(1);
-    let mut indptr = Vec::with_capacity(n_rows + 1);
-    let mut indices = Vec::new();
-    let mut data = Vec::new();
-    indptr.push(0);
+    let mut csr = DenseRowsToCsr::new(n_rows, n_cols);
     let mut start = 0;
     while start < n_rows {
         let count = rows_per_window.min(n_rows - start);
@@ -522,22 +520,10 @@ fn read_dense_as_csr(
                 found: values.len().to_string(),
             });
         }
-        let values = hdf::to_f32(path, loc, values)?;
-        for row in values.chunks(n_cols.max(1)) {
-            for (c, &v) in row.iter().enumerate() {
-                if v != 0.0 {
-                    indices.push(c as u32);
-                    data.push(v);
-                }
-            }
-            indptr.push(data.len());
-        }
+        csr.push_rows(&hdf::to_f32(path, loc, values)?, count);
         start += count;
     }
-    if n_cols == 0 {
-        indptr.resize(n_rows + 1, 0);
-    }
-    CsrMatrix::from_parts(n_rows, n_cols, indptr, indices, data)
+    Ok(csr.finish())
 }
 
 #[cfg(test)]
