@@ -14,6 +14,9 @@
 //! 95 % of cells for training, unnormalised imputation scored against raw counts), `tutorial`
 //! (same genes, latent 10, 90 %, normalised values against counts / cell total) and
 //! `transcriptome` (like tutorial, but the scRNA-seq keeps all its genes).
+//!
+//! `--classifier-reuse-z` trains the adversarial classifier on the generator step's z instead of a
+//! second encoder pass (`TrainConfig::classifier_second_pass`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -44,6 +47,8 @@ struct Args {
     seed: u64,
     kappa: f64,
     spatial_likelihood: CountLikelihood,
+    /// Train the classifier on the generator step's z (no second encoder pass).
+    reuse_z: bool,
     backend: BackendKind,
 }
 
@@ -89,6 +94,7 @@ fn parse() -> Result<Args, Error> {
             Some(o) => return Err(format!("unknown --spatial-likelihood {o}").into()),
         },
         backend: value("--backend").as_deref().unwrap_or("auto").parse()?,
+        reuse_z: std::env::args().any(|a| a == "--classifier-reuse-z"),
     })
 }
 
@@ -179,6 +185,8 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 fn main() -> Result<(), Error> {
+    // As the CLI and the examples do (docs/performance.md, attempt 8).
+    gimvi::tune_allocator();
     let a = parse()?;
     let t0 = Instant::now();
     let (sc, sp) = match (&a.synthetic, &a.sc, &a.spatial) {
@@ -251,6 +259,7 @@ fn main() -> Result<(), Error> {
         train_fraction,
         seed: a.seed,
         progress: false,
+        classifier_second_pass: !a.reuse_z,
         ..TrainConfig::default()
     };
     let counts: Vec<&CsrMatrix> = prepared.iter().map(|p| &p.data.counts).collect();

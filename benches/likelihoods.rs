@@ -16,6 +16,7 @@ const CELLS: usize = 128;
 const GENES: usize = 20_000;
 
 fn bench(c: &mut Criterion) {
+    gimvi::tune_allocator();
     for kind in [BackendKind::NdArray, BackendKind::Flex] {
         bench_on(c, kind);
     }

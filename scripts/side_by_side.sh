@@ -12,12 +12,13 @@ ROUNDS=${2:-1}
 PY=${PY:?set PY to the anchor venv python}
 A=../shared/anchors/scvi_gimvi_bench.py
 mkdir -p "$OUT"
-BENCH=$(ls -t target/release/deps/epoch-* | grep -v '\.d$' | head -1)
+BENCH=$(cargo bench --bench epoch --no-run 2>&1 | grep -o 'target/release/deps/epoch-[0-9a-f]*' | head -1)
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 RAYON_NUM_THREADS=2
 
 # setting name | sizes | protocol | epochs
 settings=(
   "paper|3005,33,4530,33|paper|10"
+  "paper100|3005,33,4530,33|paper|100"
   "tenx|30050,33,4530,33|paper|10"
   "transcriptome|3005,20000,4530,33|transcriptome|3"
 )

@@ -42,8 +42,10 @@ pub use gimvi_metrics as metrics;
 pub use gimvi_model as model;
 pub use gimvi_trainer as trainer;
 
+mod alloc;
 mod backend;
 pub mod paper;
 pub mod pipeline;
 
+pub use alloc::tune_allocator;
 pub use backend::{BackendError, BackendKind};

@@ -23,7 +23,7 @@ use gimvi_trainer::TrainConfig;
 use ndarray::{Array2, ArrayView2};
 use std::time::Instant;
 
-use crate::pipeline::{GimviImputer, PipelineError, ScviKnnImputer};
+use crate::pipeline::{FoldLatent, FoldPosterior, GimviImputer, PipelineError, ScviKnnImputer};
 use crate::Device;
 
 /// Settings of [`table1`].
@@ -50,6 +50,9 @@ pub struct Table1Options {
     /// Report progress on stderr: one line per method and fold (with its time and the fold's
     /// median Spearman) and, on a terminal, an epoch bar while a model trains.
     pub progress: bool,
+    /// Posterior samples drawn by gimVI κ = 5 in every fold for the uncertainty of the imputed
+    /// genes (paper: 50; 0 = skip). Fills [`Table1Data::posterior`].
+    pub posterior_samples: usize,
 }
 
 /// Wraps an imputer and, when `print` is set, prints one line to stderr when it has finished
@@ -61,6 +64,9 @@ struct Progress<'a> {
     folds: usize,
     started: Instant,
     print: bool,
+    /// Every held-out gene's prediction from its fold, spatial cells × shared genes (NaN until
+    /// its fold has run).
+    predictions: Array2<f64>,
 }
 
 impl Imputer for Progress<'_> {
@@ -71,6 +77,13 @@ impl Imputer for Progress<'_> {
     fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError> {
         let start = Instant::now();
         let out = self.inner.impute(task);
+        if let Ok(pred) = &out {
+            for (j, &g) in task.test_genes.iter().enumerate() {
+                if j < pred.ncols() && g < self.predictions.ncols() {
+                    self.predictions.column_mut(g).assign(&pred.column(j));
+                }
+            }
+        }
         if let (true, Ok(pred)) = (self.print, &out) {
             // The fold's median Spearman (paper scoring) of this method, for orientation.
             let rhos: Vec<f64> = task
@@ -108,6 +121,78 @@ pub struct Table1Data {
     pub spatial_cells: (usize, usize),
     /// κ chosen in each fold by the automatic method.
     pub chosen_kappas: Vec<f64>,
+    /// Per method (report order): each shared gene's imputation from the fold that held it
+    /// out, spatial cells (kept) × shared genes, expected counts.
+    pub predictions: Vec<(String, Array2<f64>)>,
+    /// The kept spatial cells' raw counts on the shared genes (cells × genes).
+    pub spatial_counts: Array2<f64>,
+    /// The kept spatial cells' coordinates, when the file has them.
+    pub coordinates: Option<Vec<Vec<f64>>>,
+    /// gimVI κ = 5's posterior mean and variance per fold (empty unless
+    /// [`Table1Options::posterior_samples`] ≥ 2).
+    pub posterior: Vec<FoldPosterior>,
+    /// Per shared gene, the fraction of its variance across scRNA-seq cells that a linear
+    /// regression on the fold's training genes leaves unexplained (1 − R², log-normalised
+    /// scRNA-seq data): the paper's "predictability" axis of Fig. 3 (low = predictable).
+    pub unexplained: Vec<Option<f64>>,
+    /// Fig. 2: integration metrics of each latent-space method in the first fold.
+    pub integration: Vec<IntegrationCurve>,
+}
+
+/// Integration of the two datasets in one method's latent space (the paper's Fig. 2), over k.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntegrationCurve {
+    /// Method name.
+    pub method: String,
+    /// The fold the model was trained on.
+    pub fold: usize,
+    /// Neighbourhood sizes.
+    pub ks: Vec<usize>,
+    /// Mean over all cells of the entropy of mixing (KL form; 0 = neighbourhoods mixed in the
+    /// global proportions, negative = segregated), per k.
+    pub mixing: Vec<f64>,
+    /// Mean k-NN purity (Jaccard) of the scRNA-seq cells: joint latent space against the
+    /// cells' own expression space (log-normalised counts on the fold's training genes), per k.
+    pub purity_sc: Vec<f64>,
+    /// The same for the spatial cells.
+    pub purity_spatial: Vec<f64>,
+}
+
+/// Fig. 2's metrics for one fold's latents. The "own" space of each dataset (the paper: a
+/// model fitted on that dataset alone) is here its log-normalised expression on the fold's
+/// training genes, so purity asks how much of each dataset's own neighbourhood structure the
+/// joint space keeps.
+pub fn integration_curve(
+    method: &str,
+    latent: &FoldLatent,
+    own_sc: ArrayView2<'_, f32>,
+    own_spatial: ArrayView2<'_, f32>,
+    ks: &[usize],
+) -> Result<IntegrationCurve, gimvi_metrics::MetricsError> {
+    use gimvi_metrics::integration::{entropy_of_mixing, knn_purity};
+    let joint = ndarray::concatenate(ndarray::Axis(0), &[latent.sc.view(), latent.spatial.view()])
+        .map_err(|_| gimvi_metrics::MetricsError::ShapeMismatch {
+            what: "latent dimensions of the two datasets",
+            expected: latent.sc.ncols(),
+            got: latent.spatial.ncols(),
+        })?;
+    let labels: Vec<usize> = (0..joint.nrows())
+        .map(|i| usize::from(i >= latent.sc.nrows()))
+        .collect();
+    let mean = |per_k: Vec<Vec<f64>>| -> Vec<f64> {
+        per_k
+            .iter()
+            .map(|v| v.iter().sum::<f64>() / v.len().max(1) as f64)
+            .collect()
+    };
+    Ok(IntegrationCurve {
+        method: method.to_string(),
+        fold: latent.fold,
+        ks: ks.to_vec(),
+        mixing: mean(entropy_of_mixing(joint.view(), &labels, ks)?),
+        purity_sc: mean(knn_purity(latent.sc.view(), own_sc, ks)?),
+        purity_spatial: mean(knn_purity(latent.spatial.view(), own_spatial, ks)?),
+    })
 }
 
 /// Runs the benchmark on `pair`; returns the protocol report and what it ran on.
@@ -146,6 +231,14 @@ pub fn table1(
         device: options.device.clone(),
         auto_kappa: auto,
         chosen_kappas: Vec::new(),
+        posterior_samples: if kappa == 5.0 && !auto {
+            options.posterior_samples
+        } else {
+            0
+        },
+        posterior: Vec::new(),
+        record_latent: !auto,
+        latents: Vec::new(),
     };
     let (mut k0, mut k1, mut k5, mut kauto) = (
         gimvi(0.0, false),
@@ -159,6 +252,8 @@ pub fn table1(
         sc_likelihood: CountLikelihood::Zinb,
         spatial_likelihood: options.spatial_likelihood,
         device: options.device.clone(),
+        record_latent: true,
+        latents: Vec::new(),
     };
     let mut mean = MeanImputer;
     let mut knn = KnnExpressionImputer::default();
@@ -201,11 +296,12 @@ pub fn table1(
                 folds: explicit_folds.as_ref().map_or(options.folds, Vec::len),
                 started,
                 print: options.progress,
+                predictions: Array2::from_elem(sp_dense.dim(), f64::NAN),
             })
             .collect();
         let mut methods: Vec<&mut dyn Imputer> =
             wrapped.iter_mut().map(|p| p as &mut dyn Imputer).collect();
-        match &explicit_folds {
+        let report = match &explicit_folds {
             None => evaluate(
                 &sc.genes,
                 sc_dense.view(),
@@ -225,8 +321,64 @@ pub fn table1(
                 options.seed,
             ),
         }
-        .map_err(|e| PipelineError::Input(e.to_string()))?
+        .map_err(|e| PipelineError::Input(e.to_string()))?;
+        drop(methods);
+        let predictions: Vec<(String, Array2<f64>)> = wrapped
+            .into_iter()
+            .map(|p| (p.inner.name(), p.predictions))
+            .collect();
+        (report, predictions)
     };
+    let (report, predictions) = report;
+    // Predictability of every gene from its fold's training genes (Fig. 3's x axis).
+    let log_norm = log_normalise(sc_dense.view());
+    let mut unexplained = vec![None; sc.genes.len()];
+    for fold in &report.folds {
+        let held: Vec<usize> = fold
+            .iter()
+            .filter_map(|g| sc.genes.iter().position(|h| h == g))
+            .collect();
+        let train_genes: Vec<usize> = (0..sc.genes.len()).filter(|g| !held.contains(g)).collect();
+        let x = log_norm.select(ndarray::Axis(1), &train_genes);
+        for &g in &held {
+            unexplained[g] = unexplained_fraction(x.view(), log_norm.column(g));
+        }
+    }
+    // Fig. 2 on the first fold's latents.
+    let mut integration = Vec::new();
+    let recorded: Vec<(String, &FoldLatent)> = [&k0, &k1, &k5]
+        .iter()
+        .filter_map(|m| m.latents.first().map(|l| (m.name.clone(), l)))
+        .chain(scvi.latents.first().map(|l| (scvi.name(), l)))
+        .collect();
+    if let Some((_, first)) = recorded.first() {
+        let fold_genes: Vec<usize> = report
+            .folds
+            .get(first.fold)
+            .map(|held| {
+                (0..sc.genes.len())
+                    .filter(|&g| !held.contains(&sc.genes[g]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let own = |dense: &Array2<f64>| {
+            log_normalise(dense.select(ndarray::Axis(1), &fold_genes).view()).mapv(|v| v as f32)
+        };
+        let (own_sc, own_sp) = (own(&sc_dense), own(&sp_dense));
+        let n_min = own_sc.nrows().min(own_sp.nrows());
+        let ks: Vec<usize> = gimvi_metrics::integration::default_ks()
+            .into_iter()
+            .filter(|&k| k < n_min)
+            .collect();
+        if !ks.is_empty() {
+            for (name, latent) in &recorded {
+                integration.push(
+                    integration_curve(name, latent, own_sc.view(), own_sp.view(), &ks)
+                        .map_err(|e| PipelineError::Input(e.to_string()))?,
+                );
+            }
+        }
+    }
     Ok((
         report,
         Table1Data {
@@ -234,6 +386,149 @@ pub fn table1(
             sc_cells: (sc.n_cells(), sc_dropped),
             spatial_cells: (sp.n_cells(), sp_dropped),
             chosen_kappas: kauto.chosen_kappas.iter().map(|c| c.kappa).collect(),
+            predictions,
+            spatial_counts: sp_dense,
+            coordinates: sp.spatial.clone(),
+            posterior: k5.posterior,
+            unexplained,
+            integration,
         },
     ))
+}
+
+/// ln(1 + 10⁴ · x / cell total) per cell (rows), the usual log-normalisation; all-zero rows
+/// stay zero.
+pub fn log_normalise(counts: ArrayView2<'_, f64>) -> Array2<f64> {
+    let mut out = counts.to_owned();
+    for mut row in out.rows_mut() {
+        let total: f64 = row.sum();
+        if total > 0.0 {
+            row.mapv_inplace(|v| (1e4 * v / total).ln_1p());
+        }
+    }
+    out
+}
+
+/// 1 − R² of the least-squares fit of `y` on the columns of `x` plus an intercept (a ridge of
+/// 10⁻⁸ × the mean column variance keeps collinear columns solvable): the fraction of y's
+/// variance the linear regression leaves unexplained. `None` if y is constant or there are
+/// fewer rows than columns + 2.
+pub fn unexplained_fraction(
+    x: ArrayView2<'_, f64>,
+    y: ndarray::ArrayView1<'_, f64>,
+) -> Option<f64> {
+    let (n, p) = x.dim();
+    if n < p + 2 || y.len() != n {
+        return None;
+    }
+    let y_mean = y.mean()?;
+    let tss: f64 = y.iter().map(|v| (v - y_mean).powi(2)).sum();
+    if tss <= 0.0 {
+        return None;
+    }
+    // Centre the columns (absorbs the intercept), then solve (XᵀX + λI) b = Xᵀy by Cholesky.
+    let means = x.mean_axis(ndarray::Axis(0))?;
+    let xc = &x - &means.insert_axis(ndarray::Axis(0));
+    let yc = y.mapv(|v| v - y_mean);
+    let mut a = xc.t().dot(&xc);
+    let ridge = 1e-8 * (0..p).map(|j| a[[j, j]]).sum::<f64>().max(1e-300) / p.max(1) as f64;
+    for j in 0..p {
+        a[[j, j]] += ridge;
+    }
+    let b = cholesky_solve(a, xc.t().dot(&yc))?;
+    let fitted = xc.dot(&b);
+    let rss: f64 = yc.iter().zip(&fitted).map(|(v, f)| (v - f).powi(2)).sum();
+    Some((rss / tss).clamp(0.0, 1.0))
+}
+
+/// Solves A x = b for a symmetric positive-definite A (Cholesky); `None` if A is not.
+fn cholesky_solve(mut a: Array2<f64>, b: ndarray::Array1<f64>) -> Option<ndarray::Array1<f64>> {
+    let p = a.nrows();
+    for j in 0..p {
+        let d = a[[j, j]] - (0..j).map(|k| a[[j, k]].powi(2)).sum::<f64>();
+        if d <= 0.0 || !d.is_finite() {
+            return None;
+        }
+        let d = d.sqrt();
+        a[[j, j]] = d;
+        for i in j + 1..p {
+            let v = a[[i, j]] - (0..j).map(|k| a[[i, k]] * a[[j, k]]).sum::<f64>();
+            a[[i, j]] = v / d;
+        }
+    }
+    // L y = b, then Lᵀ x = y.
+    let mut y = b;
+    for i in 0..p {
+        let v = y[i] - (0..i).map(|k| a[[i, k]] * y[k]).sum::<f64>();
+        y[i] = v / a[[i, i]];
+    }
+    for i in (0..p).rev() {
+        let v = y[i] - (i + 1..p).map(|k| a[[k, i]] * y[k]).sum::<f64>();
+        y[i] = v / a[[i, i]];
+    }
+    Some(y)
+}
+
+/// The per-gene "worth imputing" score from gimVI's posterior (the paper's suggested next
+/// direction): minus the median over cells of the posterior coefficient of variation
+/// sd / mean of the imputed expected count. Higher = the model is more certain relative to the
+/// level it predicts. `None` for genes no fold covered.
+pub fn worth_imputing(posterior: &[FoldPosterior], n_genes: usize) -> Vec<Option<f64>> {
+    let mut out = vec![None; n_genes];
+    for fold in posterior {
+        for (j, &g) in fold.genes.iter().enumerate() {
+            let cv: Vec<f64> = fold
+                .mean
+                .column(j)
+                .iter()
+                .zip(fold.variance.column(j))
+                .filter(|(m, _)| **m > 0.0)
+                .map(|(m, v)| v.max(0.0).sqrt() / m)
+                .collect();
+            if g < n_genes {
+                out[g] = median(&cv).map(|m| -m);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn unexplained_fraction_of_an_exact_linear_relation_is_zero() {
+        let x = array![[1.0, 0.0], [2.0, 1.0], [3.0, 5.0], [4.0, 2.0], [5.0, 3.0]];
+        let y = x.column(0).mapv(|v| 2.0 * v) + x.column(1).mapv(|v| -0.5 * v) + 1.0;
+        let u = unexplained_fraction(x.view(), y.view()).unwrap();
+        assert!(u < 1e-9, "{u}");
+    }
+
+    #[test]
+    fn unexplained_fraction_of_an_unrelated_gene_is_high() {
+        // y alternates independently of the single regressor's trend.
+        let x = array![[1.0], [2.0], [3.0], [4.0], [5.0], [6.0]];
+        let y = array![1.0, -1.0, 1.0, -1.0, 1.0, -1.0];
+        let u = unexplained_fraction(x.view(), y.view()).unwrap();
+        // Least squares: slope −0.2286 explains R² = 0.0857 of the variance.
+        assert!((u - (1.0 - 0.0857)).abs() < 1e-3, "{u}");
+        assert!(
+            unexplained_fraction(x.view(), ndarray::Array1::from_elem(6, 2.0).view()).is_none()
+        );
+    }
+
+    #[test]
+    fn worth_imputing_ranks_the_less_uncertain_gene_higher() {
+        let fold = FoldPosterior {
+            genes: vec![0, 2],
+            mean: array![[10.0, 10.0], [20.0, 20.0]],
+            variance: array![[1.0, 25.0], [4.0, 100.0]],
+        };
+        let w = worth_imputing(&[fold], 3);
+        assert_eq!(w[1], None);
+        assert!((w[0].unwrap() + 0.1).abs() < 1e-12);
+        assert!((w[2].unwrap() + 0.5).abs() < 1e-12);
+    }
 }

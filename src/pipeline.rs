@@ -171,6 +171,39 @@ pub struct GimviImputer {
     pub auto_kappa: bool,
     /// κ chosen in each fold when `auto_kappa` is set.
     pub chosen_kappas: Vec<KappaChoice>,
+    /// Posterior samples drawn per fold for the uncertainty of the imputed genes (0 = none;
+    /// the paper uses 50). The results are appended to `posterior`.
+    pub posterior_samples: usize,
+    /// One entry per fold when `posterior_samples ≥ 2`.
+    pub posterior: Vec<FoldPosterior>,
+    /// Record both datasets' latent representations (posterior means) in the first fold
+    /// (for the integration metrics of the paper's Fig. 2).
+    pub record_latent: bool,
+    /// The recorded latents.
+    pub latents: Vec<FoldLatent>,
+}
+
+/// Latent representations (posterior means of z) of both datasets' cells in one fold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldLatent {
+    /// The fold.
+    pub fold: usize,
+    /// scRNA-seq cells × latent dimensions.
+    pub sc: Array2<f32>,
+    /// Spatial cells × latent dimensions.
+    pub spatial: Array2<f32>,
+}
+
+/// Posterior uncertainty of one fold's imputed genes (Lopez et al. 2019: variance over
+/// posterior samples of z, decoded to expected counts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldPosterior {
+    /// The fold's held-out genes (indices into the shared genes).
+    pub genes: Vec<usize>,
+    /// Mean over the posterior samples, spatial cells × `genes`.
+    pub mean: Array2<f64>,
+    /// Variance over the posterior samples, spatial cells × `genes`.
+    pub variance: Array2<f64>,
 }
 
 impl GimviImputer {
@@ -233,6 +266,32 @@ impl Imputer for GimviImputer {
                 ..ImputeOptions::default()
             },
         )?;
+        if self.record_latent && self.latents.is_empty() {
+            let sc_counts = to_csr(task.sc_counts.view())?;
+            self.latents.push(FoldLatent {
+                fold: task.fold,
+                sc: result.model.latent(0, &sc_counts)?,
+                spatial: result.model.latent(1, &sp_counts)?,
+            });
+        }
+        if self.posterior_samples >= 2 {
+            let sampled = result.model.impute(
+                1,
+                &sp_counts,
+                task.test_genes,
+                ImputeOptions {
+                    normalized: false,
+                    samples: self.posterior_samples,
+                    seed: self.train.seed,
+                },
+            )?;
+            let variance = sampled.variance.ok_or("no posterior variance returned")?;
+            self.posterior.push(FoldPosterior {
+                genes: task.test_genes.to_vec(),
+                mean: sampled.mean.mapv(f64::from),
+                variance: variance.mapv(f64::from),
+            });
+        }
         Ok(imputed.mean.mapv(f64::from))
     }
 }
@@ -374,6 +433,10 @@ pub struct ScviKnnImputer {
     pub spatial_likelihood: CountLikelihood,
     /// Device to train on (autodiff).
     pub device: Device,
+    /// Record both datasets' latents in the first fold (see [`GimviImputer::record_latent`]).
+    pub record_latent: bool,
+    /// The recorded latents.
+    pub latents: Vec<FoldLatent>,
 }
 
 impl Imputer for ScviKnnImputer {
@@ -419,6 +482,13 @@ impl Imputer for ScviKnnImputer {
         let result = fit(config, &[&sc_train, &sp_train], &cfg, &self.device, |_| {})?;
         let z_sc = result.model.latent(0, &sc_train)?;
         let z_sp = result.model.latent(1, &sp_train)?;
+        if self.record_latent && self.latents.is_empty() {
+            self.latents.push(FoldLatent {
+                fold: task.fold,
+                sc: z_sc.clone(),
+                spatial: z_sp.clone(),
+            });
+        }
         let lib = sc_train.row_sums();
         let mut target = task.sc_test();
         for (mut row, &l) in target.outer_iter_mut().zip(&lib) {

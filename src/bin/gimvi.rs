@@ -592,6 +592,10 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
         device,
         auto_kappa: auto,
         chosen_kappas: Vec::new(),
+        posterior_samples: 0,
+        posterior: Vec::new(),
+        record_latent: false,
+        latents: Vec::new(),
     };
     let mut mean = MeanImputer;
     let mut knn = KnnExpressionImputer::default();
@@ -625,6 +629,8 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Large tensors stay in the heap between steps (see `gimvi::tune_allocator`).
+    gimvi::tune_allocator();
     // A user mistake must never show a Rust backtrace: errors are returned and printed on one
     // line below; a panic (a bug) is reported on one line too.
     std::panic::set_hook(Box::new(|info| {

@@ -4,14 +4,18 @@
 //! backward; on a CPU backend each one is a pass over memory plus framework overhead, so the
 //! ZINB over a 128 × 20,000 minibatch took 2 s forward + backward (`docs/performance.md`). Here
 //! one pass over the minibatch computes, per element, ln p and its derivatives with respect to
-//! μ, θ and the dropout logit π in f64, threaded over cells. [`fused_log_prob_rows`] then
-//! hands the result back to autodiff as a *surrogate*: for each cell
+//! μ, θ and the dropout logit π, threaded over cells: zero counts (most entries at
+//! transcriptome scale) by a branch-free f32 pass that vectorises (AVX2 + FMA where the CPU
+//! has it), non-zero counts in f64. [`fused_log_prob_rows`] then hands the result back to
+//! autodiff as a *surrogate*: for each cell
 //!
-//! r_n = V_n + Σ_g (μ_ng − sg(μ_ng)) ∂_μ + (θ_g − sg(θ_g)) ∂_θ + (π_ng − sg(π_ng)) ∂_π,
+//! r_n = V_n + Σ_g (μ_ng − sg(μ_ng)) ∂_μ + (π_ng − sg(π_ng)) ∂_π + (1/N) Σ_g (θ_g − sg(θ_g)) Σ_m ∂_θ,m
 //!
-//! with sg = stop-gradient. Its value is exactly V_n (the perturbations are x − x = 0) and its
-//! gradient is exactly the host-computed one, so training sees the same objective as with the
-//! tensor form, at 9 elementwise passes instead of ~150.
+//! with sg = stop-gradient and N the rows of the minibatch. Its value is exactly V_n (the
+//! perturbations are x − x = 0) and the gradient of Σ_n r_n is exactly the host-computed one
+//! (θ is shared by all rows, so its gradient is summed over rows on the host and attached once),
+//! so training sees the same objective as with the tensor form, at a handful of elementwise
+//! passes instead of ~150.
 //!
 //! Formulas (Lopez et al. 2019 Eq. 3 and 6; μ and θ get [`EPS`] added as in the tensor form):
 //!
@@ -31,11 +35,20 @@ use rayon::prelude::*;
 use statrs::function::gamma::{digamma, ln_gamma};
 
 use crate::count::EPS;
+use crate::fastmath;
 use crate::CountLikelihood;
 
 /// Whether `device` (with or without autodiff) is a CPU backend for which the host path is the
 /// faster one (burn-ndarray or burn-flex).
+///
+/// Setting the environment variable `GIMVI_NO_FUSED` (any value) makes this `false`
+/// everywhere, so training runs the tensor forms instead: a check that the fused path changes
+/// nothing but speed (on the paper-scale synthetic pair both gave the same fold-0 median ρ̃ to
+/// 2–3 digits for three seeds, `docs/performance.md`).
 pub fn is_host_device(device: &Device) -> bool {
+    if std::env::var_os("GIMVI_NO_FUSED").is_some() {
+        return false;
+    }
     let d = format!("{device:?}");
     d.contains("NdArray(") || d.contains("Flex(")
 }
@@ -110,10 +123,13 @@ fn nb_terms(x: f64, mu: f64, theta: f64, lg_theta: f64, psi_theta: f64) -> (f64,
 /// value per column (θ of each gene); `logits` is per element (ZINB only). Inputs are the raw
 /// parameters: [`EPS`] is added to μ and θ here, as the tensor forms do.
 ///
+/// Each row is done in two passes: a branch-free f32 pass over all genes evaluates the
+/// zero-count branch with vectorisable f32 exp / ln / ln(1 + x) (zero counts are
+/// most entries at transcriptome scale), then the non-zero entries are recomputed in f64
+/// (ln Γ / ψ differences and the count terms need it) and overwrite their slots.
+///
 /// # Panics
 /// If the slice lengths do not match `rows × cols` (an internal contract of the model crate).
-// The gene index g addresses four arrays of different layouts at once.
-#[allow(clippy::needless_range_loop)]
 pub fn value_and_grad(
     likelihood: CountLikelihood,
     cols: usize,
@@ -133,18 +149,15 @@ pub fn value_and_grad(
     if has_logit {
         assert_eq!(logits.len(), n, "logits have the shape of x");
     }
-    // Per-gene ln Γ(θ), ψ(θ).
-    let per_gene: Vec<(f64, f64, f64)> = if has_theta {
-        theta
-            .iter()
-            .map(|&t| {
-                let t = f64::from(t) + EPS;
-                (t, ln_gamma(t), digamma(t))
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    // Per-gene θ (+ EPS) in f32 for the zero pass, and θ, ln Γ(θ), ψ(θ) in f64 for the rest.
+    let theta32: Vec<f32> = theta.iter().map(|&t| (f64::from(t) + EPS) as f32).collect();
+    let per_gene: Vec<(f64, f64, f64)> = theta
+        .iter()
+        .map(|&t| {
+            let t = f64::from(t) + EPS;
+            (t, ln_gamma(t), digamma(t))
+        })
+        .collect();
     let rows = n / cols;
     let mut d_mu = vec![0.0f32; n];
     let mut d_theta = if has_theta { vec![0.0f32; n] } else { vec![] };
@@ -154,20 +167,17 @@ pub fn value_and_grad(
     // Split every output into row chunks and process them in parallel.
     let chunk_rows = (rows / (4 * rayon::current_num_threads()).max(1)).clamp(1, 64);
     let chunk = chunk_rows * cols;
-    let mut dt_chunks: Vec<&mut [f32]> = if has_theta {
-        d_theta.chunks_mut(chunk).collect()
-    } else {
-        (0..n.div_ceil(chunk))
-            .map(|_| <&mut [f32]>::default())
-            .collect()
-    };
-    let mut dl_chunks: Vec<&mut [f32]> = if has_logit {
-        d_logit.chunks_mut(chunk).collect()
-    } else {
-        (0..n.div_ceil(chunk))
-            .map(|_| <&mut [f32]>::default())
-            .collect()
-    };
+    fn split(v: &mut [f32], used: bool, chunk: usize, n: usize) -> Vec<&mut [f32]> {
+        if used {
+            v.chunks_mut(chunk).collect()
+        } else {
+            (0..n.div_ceil(chunk))
+                .map(|_| <&mut [f32]>::default())
+                .collect()
+        }
+    }
+    let mut dt_chunks = split(&mut d_theta, has_theta, chunk, n);
+    let mut dl_chunks = split(&mut d_logit, has_logit, chunk, n);
     d_mu.par_chunks_mut(chunk)
         .zip(row_values.par_chunks_mut(chunk_rows))
         .zip(dt_chunks.par_iter_mut())
@@ -175,65 +185,56 @@ pub fn value_and_grad(
         .enumerate()
         .for_each(|(c, (((dm, rv), dt), dl))| {
             let base = c * chunk;
+            let mut scratch = vec![0.0f32; cols];
             for (r, value) in rv.iter_mut().enumerate() {
+                let row = r * cols..(r + 1) * cols;
+                let at = base + r * cols..base + (r + 1) * cols;
+                let (xr, mr) = (&x[at.clone()], &mu[at.clone()]);
+                let lr = if has_logit { &logits[at] } else { &[][..] };
+                let dmr = &mut dm[row.clone()];
+                let dtr = if has_theta {
+                    &mut dt[row.clone()]
+                } else {
+                    &mut [][..]
+                };
+                let dlr = if has_logit { &mut dl[row] } else { &mut [][..] };
+                zero_pass(likelihood, mr, &theta32, lr, dmr, dtr, dlr, &mut scratch);
                 let mut acc = 0.0f64;
                 for g in 0..cols {
-                    let i = r * cols + g;
-                    let k = base + i;
-                    let xv = f64::from(x[k]);
-                    let m = f64::from(mu[k]) + EPS;
+                    let xv = f64::from(xr[g]);
+                    if xv == 0.0 {
+                        acc += f64::from(scratch[g]);
+                        continue;
+                    }
+                    let m = f64::from(mr[g]) + EPS;
                     match likelihood {
                         CountLikelihood::Poisson => {
-                            let v = if xv == 0.0 {
-                                -m
-                            } else {
-                                xv * m.ln() - m - ln_factorial(xv)
-                            };
-                            acc += v;
-                            dm[i] = (xv / m - 1.0) as f32;
+                            acc += xv * m.ln() - m - ln_factorial(xv);
+                            dmr[g] = (xv / m - 1.0) as f32;
                         }
                         CountLikelihood::Nb => {
                             let (t, lgt, pst) = per_gene[g];
                             let (v, a, b) = nb_terms(xv, m, t, lgt, pst);
                             acc += v;
-                            dm[i] = a as f32;
-                            dt[i] = b as f32;
+                            dmr[g] = a as f32;
+                            dtr[g] = b as f32;
                         }
                         CountLikelihood::Zinb => {
                             let (t, lgt, pst) = per_gene[g];
-                            let pi = f64::from(logits[k]);
-                            // One exp and one log1p give softplus(±π) and σ(π).
+                            let pi = f64::from(lr[g]);
+                            // softplus(π) and σ(π) from one exp and one log1p.
                             let e = (-pi.abs()).exp();
-                            let sp_pos = pi.max(0.0) + e.ln_1p(); // softplus(π)
+                            let sp_pos = pi.max(0.0) + e.ln_1p();
                             let s = if pi >= 0.0 {
                                 1.0 / (1.0 + e)
                             } else {
                                 e / (1.0 + e)
                             };
                             let (l, a, b) = nb_terms(xv, m, t, lgt, pst);
-                            if xv > 0.0 {
-                                acc += l - sp_pos;
-                                dm[i] = a as f32;
-                                dt[i] = b as f32;
-                                dl[i] = (-s) as f32;
-                            } else {
-                                // logaddexp(ln σ(π), ln σ(−π) + L) with ln σ(π) = π − softplus(π).
-                                let la = pi - sp_pos;
-                                let lb = l - sp_pos;
-                                let (hi, lo) = if la >= lb { (la, lb) } else { (lb, la) };
-                                let r = (lo - hi).exp();
-                                let v = hi + r.ln_1p();
-                                // Posterior weights of the two components.
-                                let (wa, wb) = if la >= lb {
-                                    (1.0 / (1.0 + r), r / (1.0 + r))
-                                } else {
-                                    (r / (1.0 + r), 1.0 / (1.0 + r))
-                                };
-                                acc += v;
-                                dm[i] = (wb * a) as f32;
-                                dt[i] = (wb * b) as f32;
-                                dl[i] = (wa * (1.0 - s) - wb * s) as f32;
-                            }
+                            acc += l - sp_pos;
+                            dmr[g] = a as f32;
+                            dtr[g] = b as f32;
+                            dlr[g] = (-s) as f32;
                         }
                     }
                 }
@@ -246,6 +247,148 @@ pub fn value_and_grad(
         d_theta,
         d_logit,
     }
+}
+
+/// The zero-count branch for one row, for every gene (non-zero entries are overwritten by the
+/// caller): ln p into `value`, derivatives into `dm`, `dt`, `dl`. Runtime dispatch to an
+/// AVX2 + FMA build of the same code where the CPU has it.
+#[allow(clippy::too_many_arguments)]
+fn zero_pass(
+    likelihood: CountLikelihood,
+    mu: &[f32],
+    theta: &[f32],
+    logits: &[f32],
+    dm: &mut [f32],
+    dt: &mut [f32],
+    dl: &mut [f32],
+    value: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only requirement
+            // of a `target_feature` function; the body is safe Rust.
+            unsafe { zero_pass_avx2(likelihood, mu, theta, logits, dm, dt, dl, value) };
+            return;
+        }
+    }
+    zero_pass_body(likelihood, mu, theta, logits, dm, dt, dl, value);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn zero_pass_avx2(
+    likelihood: CountLikelihood,
+    mu: &[f32],
+    theta: &[f32],
+    logits: &[f32],
+    dm: &mut [f32],
+    dt: &mut [f32],
+    dl: &mut [f32],
+    value: &mut [f32],
+) {
+    zero_pass_body(likelihood, mu, theta, logits, dm, dt, dl, value);
+}
+
+/// ∂/∂θ of ln NB(0) = −θ ln(1 + q), q = μ/θ: μ/(θ+μ) − ln(1 + q), which cancels for small q;
+/// there its series −q²/2 + 2q³/3 − 3q⁴/4 + 4q⁵/5 − 5q⁶/6 is used (truncation < 2e−8 rel.).
+#[inline(always)]
+fn d_theta_nb0(q: f32, ln1p_q: f32, mu_over_tm: f32) -> f32 {
+    let series = -q * q * (0.5 - q * (2.0 / 3.0 - q * (0.75 - q * (0.8 - q * (5.0 / 6.0)))));
+    let direct = mu_over_tm - ln1p_q;
+    if q < 0.01 {
+        series
+    } else {
+        direct
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn zero_pass_body(
+    likelihood: CountLikelihood,
+    mu: &[f32],
+    theta: &[f32],
+    logits: &[f32],
+    dm: &mut [f32],
+    dt: &mut [f32],
+    dl: &mut [f32],
+    value: &mut [f32],
+) {
+    let n = mu.len();
+    let eps = EPS as f32;
+    let (dm, value) = (&mut dm[..n], &mut value[..n]);
+    match likelihood {
+        CountLikelihood::Poisson => {
+            for g in 0..n {
+                value[g] = -(mu[g] + eps);
+                dm[g] = -1.0;
+            }
+        }
+        CountLikelihood::Nb => {
+            let (theta, dt) = (&theta[..n], &mut dt[..n]);
+            for g in 0..n {
+                let (m, t) = (mu[g] + eps, theta[g]);
+                let q = m / t;
+                let l1 = fastmath::ln_1p(q);
+                let tm = t + m;
+                value[g] = -t * l1;
+                dm[g] = -t / tm;
+                dt[g] = d_theta_nb0(q, l1, m / tm);
+            }
+        }
+        CountLikelihood::Zinb => {
+            let (theta, dt) = (&theta[..n], &mut dt[..n]);
+            let (logits, dl) = (&logits[..n], &mut dl[..n]);
+            for g in 0..n {
+                let (m, t, pi) = (mu[g] + eps, theta[g], logits[g]);
+                // ln NB(0) and its derivatives.
+                let q = m / t;
+                let l1 = fastmath::ln_1p(q);
+                let tm = t + m;
+                let l0 = -t * l1;
+                let a = -t / tm;
+                let b = d_theta_nb0(q, l1, m / tm);
+                // softplus(π) and σ(π).
+                let e = fastmath::exp(-pi.abs());
+                let sp_pos = pi.max(0.0) + fastmath::ln_1p(e);
+                let s = if pi >= 0.0 { 1.0 } else { e } / (1.0 + e);
+                // ln(σ(π) + σ(−π) NB(0)) = logaddexp(π, l0) − softplus(π), and the posterior
+                // weights wa, wb of the dropout and NB components.
+                let r = fastmath::exp(-(pi - l0).abs());
+                let hi = pi.max(l0);
+                value[g] = hi - sp_pos + fastmath::ln_1p(r);
+                let inv = 1.0 / (1.0 + r);
+                let (wa, wb) = if pi >= l0 {
+                    (inv, r * inv)
+                } else {
+                    (r * inv, inv)
+                };
+                dm[g] = wb * a;
+                dt[g] = wb * b;
+                dl[g] = wa * (1.0 - s) - wb * s;
+            }
+        }
+    }
+}
+
+/// The θ part of the surrogate, `[1, 1]` (broadcast over rows): θ is one value per gene shared
+/// by all rows, so its gradient is summed over rows on the host first and attached with one
+/// `[1, cols]` product instead of a `[rows, cols]` one. Only the *sum* over rows carries the exact
+/// θ gradient (each row gets 1/rows of it) — the model only ever sums the rows.
+fn attach_theta(theta: Tensor<2>, d_theta: &[f32], rows: usize, cols: usize) -> Tensor<2> {
+    let mut sum = vec![0.0f64; cols];
+    for row in d_theta.chunks(cols) {
+        for (s, &d) in sum.iter_mut().zip(row) {
+            *s += f64::from(d);
+        }
+    }
+    let sum: Vec<f32> = sum.iter().map(|&v| (v / rows as f64) as f32).collect();
+    let device = theta.device();
+    let g = Tensor::<2>::from_data(TensorData::new(sum, [1, cols]), &device);
+    theta.clone().sub(theta.detach()).mul(g).sum_dim(1)
 }
 
 fn host_vec(t: Tensor<2>) -> Vec<f32> {
@@ -292,7 +435,7 @@ pub fn fused_log_prob_rows(
     out = out.add(perturb(mu).mul(grad(vg.d_mu)).sum_dim(1));
     if likelihood.has_dispersion() {
         let theta = theta.expect("θ for a likelihood with dispersion");
-        out = out.add(perturb(theta).mul(grad(vg.d_theta)).sum_dim(1));
+        out = out.add(attach_theta(theta, &vg.d_theta, rows, cols));
     }
     if likelihood.has_dropout() {
         let logits = logits.expect("dropout logits for ZINB");
@@ -329,12 +472,10 @@ pub fn fused_log_prob_rows_softmax(
         .for_each(|(r, (rho_r, mu_r))| {
             let lr = &l_h[r * cols..(r + 1) * cols];
             let max = lr.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f64;
             for (p, &l) in rho_r.iter_mut().zip(lr) {
-                let e = (l - max).exp();
-                *p = e;
-                sum += f64::from(e);
+                *p = fastmath::exp(l - max);
             }
+            let sum: f64 = rho_r.iter().map(|&e| f64::from(e)).sum();
             let ell = f64::from(lib_h[r]).exp();
             let inv = 1.0 / sum;
             for (p, m) in rho_r.iter_mut().zip(mu_r.iter_mut()) {
@@ -382,7 +523,7 @@ pub fn fused_log_prob_rows_softmax(
     out = out.add(perturb(log_library).mul(grad(d_lib, 1)));
     if likelihood.has_dispersion() {
         let theta = theta.expect("θ for a likelihood with dispersion");
-        out = out.add(perturb(theta).mul(grad(vg.d_theta, cols)).sum_dim(1));
+        out = out.add(attach_theta(theta, &vg.d_theta, rows, cols));
     }
     if likelihood.has_dropout() {
         let logits = dropout_logits.expect("dropout logits for ZINB");

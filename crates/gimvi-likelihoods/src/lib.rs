@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod count;
+mod fastmath;
 pub mod fused;
 pub mod kl;
 pub mod special;
