@@ -15,8 +15,9 @@
 //! (same genes, latent 10, 90 %, normalised values against counts / cell total) and
 //! `transcriptome` (like tutorial, but the scRNA-seq keeps all its genes).
 //!
-//! `--classifier-reuse-z` trains the adversarial classifier on the generator step's z instead of a
-//! second encoder pass (`TrainConfig::classifier_second_pass`).
+//! `--classifier-second-pass` trains the adversarial classifier on a second encoder pass, as
+//! scvi-tools does, instead of the generator step's z (`TrainConfig::classifier_second_pass`,
+//! off by default).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -47,8 +48,8 @@ struct Args {
     seed: u64,
     kappa: f64,
     spatial_likelihood: CountLikelihood,
-    /// Train the classifier on the generator step's z (no second encoder pass).
-    reuse_z: bool,
+    /// Train the classifier on a second encoder pass (`TrainConfig::classifier_second_pass`).
+    second_pass: bool,
     backend: BackendKind,
 }
 
@@ -94,7 +95,7 @@ fn parse() -> Result<Args, Error> {
             Some(o) => return Err(format!("unknown --spatial-likelihood {o}").into()),
         },
         backend: value("--backend").as_deref().unwrap_or("auto").parse()?,
-        reuse_z: std::env::args().any(|a| a == "--classifier-reuse-z"),
+        second_pass: std::env::args().any(|a| a == "--classifier-second-pass"),
     })
 }
 
@@ -259,7 +260,7 @@ fn main() -> Result<(), Error> {
         train_fraction,
         seed: a.seed,
         progress: false,
-        classifier_second_pass: !a.reuse_z,
+        classifier_second_pass: a.second_pass,
         ..TrainConfig::default()
     };
     let counts: Vec<&CsrMatrix> = prepared.iter().map(|p| &p.data.counts).collect();

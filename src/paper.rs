@@ -287,7 +287,7 @@ pub fn table1(
         }
     };
     let started = Instant::now();
-    let report = {
+    let (report, predictions) = {
         let mut wrapped: Vec<Progress<'_>> = methods
             .into_iter()
             .map(|inner| Progress {
@@ -329,18 +329,25 @@ pub fn table1(
             .collect();
         (report, predictions)
     };
-    let (report, predictions) = report;
+    // Each fold's held-out and training genes, as indices into the shared genes.
+    let held_out: Vec<Vec<usize>> = report
+        .folds
+        .iter()
+        .map(|fold| {
+            fold.iter()
+                .filter_map(|g| sc.genes.iter().position(|h| h == g))
+                .collect()
+        })
+        .collect();
+    let training = |held: &[usize]| -> Vec<usize> {
+        (0..sc.genes.len()).filter(|g| !held.contains(g)).collect()
+    };
     // Predictability of every gene from its fold's training genes (Fig. 3's x axis).
     let log_norm = log_normalise(sc_dense.view());
     let mut unexplained = vec![None; sc.genes.len()];
-    for fold in &report.folds {
-        let held: Vec<usize> = fold
-            .iter()
-            .filter_map(|g| sc.genes.iter().position(|h| h == g))
-            .collect();
-        let train_genes: Vec<usize> = (0..sc.genes.len()).filter(|g| !held.contains(g)).collect();
-        let x = log_norm.select(ndarray::Axis(1), &train_genes);
-        for &g in &held {
+    for held in &held_out {
+        let x = log_norm.select(ndarray::Axis(1), &training(held));
+        for &g in held {
             unexplained[g] = unexplained_fraction(x.view(), log_norm.column(g));
         }
     }
@@ -352,14 +359,9 @@ pub fn table1(
         .chain(scvi.latents.first().map(|l| (scvi.name(), l)))
         .collect();
     if let Some((_, first)) = recorded.first() {
-        let fold_genes: Vec<usize> = report
-            .folds
+        let fold_genes = held_out
             .get(first.fold)
-            .map(|held| {
-                (0..sc.genes.len())
-                    .filter(|&g| !held.contains(&sc.genes[g]))
-                    .collect()
-            })
+            .map(|held| training(held))
             .unwrap_or_default();
         let own = |dense: &Array2<f64>| {
             log_normalise(dense.select(ndarray::Axis(1), &fold_genes).view()).mapv(|v| v as f32)

@@ -210,10 +210,20 @@ impl GimviImputer {
     /// Trains on one fold and returns the model (also used by callers that need the latent
     /// space or uncertainties of that fold).
     pub fn fit_fold(&mut self, task: &FoldTask<'_>) -> Result<TrainResult, PipelineError> {
-        let genes = task.gene_names.to_vec();
         let sc_counts = to_csr(task.sc_counts.view())?;
         let sp_counts = to_csr(task.spatial_train.view())?;
-        let (log_mean, log_var) = log_library_moments(&sc_counts);
+        self.fit_fold_on(task, &sc_counts, &sp_counts)
+    }
+
+    /// [`Self::fit_fold`] on the fold's count matrices already in CSR form.
+    fn fit_fold_on(
+        &mut self,
+        task: &FoldTask<'_>,
+        sc_counts: &CsrMatrix,
+        sp_counts: &CsrMatrix,
+    ) -> Result<TrainResult, PipelineError> {
+        let genes = task.gene_names.to_vec();
+        let (log_mean, log_var) = log_library_moments(sc_counts);
         let sc = DatasetSpec {
             name: "scRNA-seq".into(),
             genes: genes.clone(),
@@ -231,7 +241,7 @@ impl GimviImputer {
         let config = ModelConfig::new(genes, vec![sc, spatial]).with_latent(self.n_latent);
         let mut train_config = self.train.clone();
         train_config.seed = self.train.seed.wrapping_add(task.fold as u64);
-        let data = [&sc_counts, &sp_counts];
+        let data = [sc_counts, sp_counts];
         if self.auto_kappa {
             // Only the fold's training genes are visible here: the held-out genes never
             // influence the choice.
@@ -255,8 +265,9 @@ impl Imputer for GimviImputer {
     }
 
     fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError> {
-        let result = self.fit_fold(task)?;
+        let sc_counts = to_csr(task.sc_counts.view())?;
         let sp_counts = to_csr(task.spatial_train.view())?;
+        let result = self.fit_fold_on(task, &sc_counts, &sp_counts)?;
         let imputed = result.model.impute(
             1,
             &sp_counts,
@@ -267,7 +278,6 @@ impl Imputer for GimviImputer {
             },
         )?;
         if self.record_latent && self.latents.is_empty() {
-            let sc_counts = to_csr(task.sc_counts.view())?;
             self.latents.push(FoldLatent {
                 fold: task.fold,
                 sc: result.model.latent(0, &sc_counts)?,

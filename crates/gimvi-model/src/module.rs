@@ -36,6 +36,13 @@ pub fn normal_noise(shape: Shape, rng: &mut ModelRng, device: &Device) -> Tensor
     Tensor::from_data(TensorData::new(v, dims), device)
 }
 
+/// A reparameterised draw mean + √var · ε with ε ~ N(0, I) from `rng`: the z and ℓ samples of
+/// the ELBOs (Lopez et al. 2019, Eq. 8–9).
+pub fn reparameterise(mean: Tensor<2>, var: Tensor<2>, rng: &mut ModelRng) -> Tensor<2> {
+    let eps = normal_noise(mean.shape(), rng, &mean.device());
+    mean.add(var.sqrt().mul(eps))
+}
+
 /// A linear layer initialised as PyTorch does (weights and bias uniform on ±1/√fan_in),
 /// from `rng`.
 fn linear(d_in: usize, d_out: usize, rng: &mut ModelRng, device: &Device) -> Linear {
@@ -437,10 +444,7 @@ impl GimviModule {
         };
         let (qz_mean, qz_var) = self.encode_log1p(m, log1p_x.clone(), rng.as_deref_mut());
         let z = match rng.as_deref_mut() {
-            Some(r) => {
-                let eps = normal_noise(qz_mean.shape(), r, &device);
-                qz_mean.clone().add(qz_var.clone().sqrt().mul(eps))
-            }
+            Some(r) => reparameterise(qz_mean.clone(), qz_var.clone(), r),
             None => qz_mean.clone(),
         };
         // Library: latent (sampled from q) or observed (Eq. 9: ℓ′ = observed total).
@@ -448,10 +452,7 @@ impl GimviModule {
         let (log_library, kl_library) = match (library, spec.library) {
             (Some((ql_mean, ql_var)), LibraryModel::Latent { log_mean, log_var }) => {
                 let log_l = match rng.as_deref_mut() {
-                    Some(r) => {
-                        let eps = normal_noise(ql_mean.shape(), r, &device);
-                        ql_mean.clone().add(ql_var.clone().sqrt().mul(eps))
-                    }
+                    Some(r) => reparameterise(ql_mean.clone(), ql_var.clone(), r),
                     None => ql_mean.clone(),
                 };
                 let prior_mean = ql_mean.zeros_like().add_scalar(log_mean);

@@ -26,7 +26,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Tensor;
 use gimvi_data::CsrMatrix;
 use gimvi_model::model::dense_batch;
-use gimvi_model::module::{normal_noise, Classifier, ModelRng};
+use gimvi_model::module::{reparameterise, Classifier, ModelRng};
 use gimvi_model::{GimviModel, ModelError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -387,8 +387,7 @@ pub fn train(
                         .enumerate()
                         .map(|(m, x)| {
                             let (mean, var) = module.encode(m, x, Some(&mut noise));
-                            let eps = normal_noise(mean.shape(), &mut noise, &device);
-                            mean.add(var.sqrt().mul(eps))
+                            reparameterise(mean, var, &mut noise)
                         })
                         .collect();
                     Tensor::cat(zs, 0).detach()
