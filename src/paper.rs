@@ -23,7 +23,9 @@ use gimvi_trainer::TrainConfig;
 use ndarray::{Array2, ArrayView2};
 use std::time::Instant;
 
-use crate::pipeline::{FoldLatent, FoldPosterior, GimviImputer, PipelineError, ScviKnnImputer};
+use crate::pipeline::{
+    FoldLatent, FoldPosterior, GimviImputer, PipelineError, ScviKnnImputer, SharedFits,
+};
 use crate::Device;
 
 /// Settings of [`table1`].
@@ -215,6 +217,7 @@ pub fn table1(
         progress: options.progress,
         ..TrainConfig::default()
     };
+    let shared = SharedFits::default();
     let gimvi = |kappa: f64, auto: bool| GimviImputer {
         name: if auto {
             "gimVI κ* (automatic)".to_string()
@@ -239,6 +242,8 @@ pub fn table1(
         posterior: Vec::new(),
         record_latent: !auto,
         latents: Vec::new(),
+        // κ* reuses the fixed-κ fit of its fold when it chooses 0, 1 or 5.
+        shared: Some(shared.clone()),
     };
     let (mut k0, mut k1, mut k5, mut kauto) = (
         gimvi(0.0, false),

@@ -181,6 +181,9 @@ pub struct GimviImputer {
     pub record_latent: bool,
     /// The recorded latents.
     pub latents: Vec<FoldLatent>,
+    /// Share fits with the other imputers of an evaluation holding the same [`SharedFits`]
+    /// (`None`: always train).
+    pub shared: Option<SharedFits>,
 }
 
 /// Latent representations (posterior means of z) of both datasets' cells in one fold.
@@ -212,16 +215,23 @@ impl GimviImputer {
     pub fn fit_fold(&mut self, task: &FoldTask<'_>) -> Result<TrainResult, PipelineError> {
         let sc_counts = to_csr(task.sc_counts.view())?;
         let sp_counts = to_csr(task.spatial_train.view())?;
-        self.fit_fold_on(task, &sc_counts, &sp_counts)
+        let (config, train_config) = self.fold_setup(task, &sc_counts, &sp_counts)?;
+        fit(
+            config,
+            &[&sc_counts, &sp_counts],
+            &train_config,
+            &self.device,
+            |_| {},
+        )
     }
 
-    /// [`Self::fit_fold`] on the fold's count matrices already in CSR form.
-    fn fit_fold_on(
+    /// The fold's model and training settings (κ chosen here when `auto_kappa` is set).
+    fn fold_setup(
         &mut self,
         task: &FoldTask<'_>,
         sc_counts: &CsrMatrix,
         sp_counts: &CsrMatrix,
-    ) -> Result<TrainResult, PipelineError> {
+    ) -> Result<(ModelConfig, TrainConfig), PipelineError> {
         let genes = task.gene_names.to_vec();
         let (log_mean, log_var) = log_library_moments(sc_counts);
         let sc = DatasetSpec {
@@ -241,13 +251,12 @@ impl GimviImputer {
         let config = ModelConfig::new(genes, vec![sc, spatial]).with_latent(self.n_latent);
         let mut train_config = self.train.clone();
         train_config.seed = self.train.seed.wrapping_add(task.fold as u64);
-        let data = [sc_counts, sp_counts];
         if self.auto_kappa {
             // Only the fold's training genes are visible here: the held-out genes never
             // influence the choice.
             let choice = choose_kappa(
                 &config,
-                &data,
+                &[sc_counts, sp_counts],
                 &KAPPA_CANDIDATES,
                 &train_config,
                 &self.device,
@@ -255,7 +264,62 @@ impl GimviImputer {
             train_config.kappa = choice.kappa;
             self.chosen_kappas.push(choice);
         }
-        fit(config, &data, &train_config, &self.device, |_| {})
+        Ok((config, train_config))
+    }
+
+    /// What identifies a fold's fit in [`SharedFits`]: everything that determines it.
+    fn share_key(&self, task: &FoldTask<'_>, train_config: &TrainConfig) -> String {
+        let tc = TrainConfig {
+            progress: false,
+            ..train_config.clone()
+        };
+        format!(
+            "fold {} of {} genes, train {:?}, test {:?}, latent {}, {:?}/{:?}, {:?}, {:?}",
+            task.fold,
+            task.gene_names.len(),
+            task.train_genes,
+            task.test_genes,
+            self.n_latent,
+            self.sc_likelihood,
+            self.spatial_likelihood,
+            self.device,
+            tc
+        )
+    }
+}
+
+/// Imputations shared between the [`GimviImputer`]s of one evaluation: a fit is a pure
+/// function of its fold, model and training settings (seeded, deterministic on CPU), so when
+/// the automatic κ lands on a κ another imputer already trained in the same fold, its
+/// predictions are reused instead of training the same model again.
+#[derive(Debug, Clone, Default)]
+pub struct SharedFits(std::sync::Arc<std::sync::Mutex<Vec<StoredFit>>>);
+
+/// A stored fit: its key and its predictions.
+type StoredFit = (String, Array2<f64>);
+
+impl SharedFits {
+    fn get(&self, key: &str) -> Option<Array2<f64>> {
+        let fits = self.0.lock().ok()?;
+        fits.iter().find(|(k, _)| k == key).map(|(_, p)| p.clone())
+    }
+
+    fn put(&self, key: String, prediction: &Array2<f64>) {
+        if let Ok(mut fits) = self.0.lock() {
+            if !fits.iter().any(|(k, _)| *k == key) {
+                fits.push((key, prediction.clone()));
+            }
+        }
+    }
+
+    /// How many fits are stored.
+    pub fn len(&self) -> usize {
+        self.0.lock().map_or(0, |f| f.len())
+    }
+
+    /// Whether no fit is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -267,7 +331,25 @@ impl Imputer for GimviImputer {
     fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError> {
         let sc_counts = to_csr(task.sc_counts.view())?;
         let sp_counts = to_csr(task.spatial_train.view())?;
-        let result = self.fit_fold_on(task, &sc_counts, &sp_counts)?;
+        let (config, train_config) = self.fold_setup(task, &sc_counts, &sp_counts)?;
+        let wants_more =
+            (self.record_latent && self.latents.is_empty()) || self.posterior_samples >= 2;
+        let key = self
+            .shared
+            .as_ref()
+            .map(|_| self.share_key(task, &train_config));
+        if let (Some(shared), Some(key), false) = (&self.shared, &key, wants_more) {
+            if let Some(prediction) = shared.get(key) {
+                return Ok(prediction);
+            }
+        }
+        let result = fit(
+            config,
+            &[&sc_counts, &sp_counts],
+            &train_config,
+            &self.device,
+            |_| {},
+        )?;
         let imputed = result.model.impute(
             1,
             &sp_counts,
@@ -302,7 +384,11 @@ impl Imputer for GimviImputer {
                 variance: variance.mapv(f64::from),
             });
         }
-        Ok(imputed.mean.mapv(f64::from))
+        let prediction = imputed.mean.mapv(f64::from);
+        if let (Some(shared), Some(key)) = (&self.shared, key) {
+            shared.put(key, &prediction);
+        }
+        Ok(prediction)
     }
 }
 
@@ -322,17 +408,17 @@ pub struct KappaChoice {
     pub kappa: f64,
     /// (κ, median Spearman over the inner held-out genes) for every candidate.
     pub scores: Vec<(f64, f64)>,
-    /// How many genes were held out in the inner validation.
+    /// How many (gene, split) pairs were scored in the inner validation.
     pub inner_genes: usize,
 }
 
+/// Inner validation splits [`choose_kappa`] uses: the training genes are cut into 5 seeded
+/// groups of 20 % (the outer protocol's fraction) and this many of them are hidden in turn.
+pub const KAPPA_INNER_SPLITS: usize = 3;
+
 /// Chooses κ automatically (the paper leaves this open) by an inner held-out-gene validation
-/// that uses only the genes the model is given: for every spatial (observed-library) dataset
-/// with at least 3 genes, a seeded 20 % of its genes is hidden; a model is trained for each
-/// candidate κ on the rest; the hidden genes are imputed as expected counts and scored by
-/// Spearman against their counts; the κ with the highest median wins (ties: the smaller κ).
-/// Callers evaluating held-out genes must pass data that already excludes them, so the choice
-/// never sees them.
+/// that uses only the genes the model is given; [`choose_kappa_with`] with
+/// [`KAPPA_INNER_SPLITS`] splits.
 pub fn choose_kappa(
     config: &ModelConfig,
     data: &[&CsrMatrix],
@@ -340,89 +426,147 @@ pub fn choose_kappa(
     train_config: &TrainConfig,
     device: &Device,
 ) -> Result<KappaChoice, PipelineError> {
+    choose_kappa_with(
+        config,
+        data,
+        candidates,
+        train_config,
+        KAPPA_INNER_SPLITS,
+        device,
+    )
+}
+
+/// Chooses κ by inner cross-validation on the genes the model is given. The genes of every
+/// spatial (observed-library) dataset with at least 3 genes are shuffled (seeded) and cut into
+/// 5 groups of ~20 %; for each of the first `splits` groups (1–5; 5 hides every gene once) and
+/// each candidate κ a model is trained with that group hidden, the hidden genes are imputed as
+/// expected counts and scored by Spearman against their counts. A candidate's score is the
+/// median over all hidden genes of all splits; the highest wins (ties: the earlier candidate).
+/// Callers evaluating held-out genes must pass data that already excludes them, so the choice
+/// never sees them. Costs `splits × candidates.len()` trainings.
+pub fn choose_kappa_with(
+    config: &ModelConfig,
+    data: &[&CsrMatrix],
+    candidates: &[f64],
+    train_config: &TrainConfig,
+    splits: usize,
+    device: &Device,
+) -> Result<KappaChoice, PipelineError> {
     use gimvi_metrics::correlation::{median, spearman};
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
 
+    const GROUPS: usize = 5;
     if candidates.is_empty() {
         return Err(PipelineError::Input("no κ candidate given".into()));
     }
+    if !(1..=GROUPS).contains(&splits) {
+        return Err(PipelineError::Input(format!(
+            "κ inner validation needs 1 to {GROUPS} splits, got {splits}"
+        )));
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(train_config.seed ^ 0x00ca_ffe0);
-    let mut inner = config.clone();
-    let mut inner_data: Vec<CsrMatrix> = data.iter().map(|c| (*c).clone()).collect();
-    // (dataset, model gene indices hidden, their counts)
-    let mut hidden: Vec<(usize, Vec<usize>, CsrMatrix)> = Vec::new();
+    // Per eligible dataset: its index and its genes' columns cut into GROUPS groups.
+    let mut groups: Vec<(usize, Vec<Vec<usize>>)> = Vec::new();
     for (m, spec) in config.datasets.iter().enumerate() {
         if !matches!(spec.library, LibraryModel::Observed) || spec.gene_index.len() < 3 {
             continue;
         }
         let mut cols: Vec<usize> = (0..spec.gene_index.len()).collect();
         cols.shuffle(&mut rng);
-        let n_hide = ((spec.gene_index.len() as f64) * 0.2).round().max(1.0) as usize;
-        let mut hide = cols[..n_hide].to_vec();
-        let mut keep = cols[n_hide..].to_vec();
-        hide.sort_unstable();
-        keep.sort_unstable();
-        let s = &mut inner.datasets[m];
-        s.genes = keep.iter().map(|&c| spec.genes[c].clone()).collect();
-        s.gene_index = keep.iter().map(|&c| spec.gene_index[c]).collect();
-        hidden.push((
-            m,
-            hide.iter().map(|&c| spec.gene_index[c]).collect(),
-            data[m].select_cols(&hide),
-        ));
-        inner_data[m] = data[m].select_cols(&keep);
+        let n = cols.len();
+        // Contiguous near-equal groups; with fewer genes than groups the later ones are empty.
+        let cut: Vec<Vec<usize>> = (0..GROUPS)
+            .map(|k| cols[k * n / GROUPS..(k + 1) * n / GROUPS].to_vec())
+            .collect();
+        groups.push((m, cut));
     }
-    if hidden.is_empty() {
+    if groups.is_empty() {
         return Err(PipelineError::Input(
             "automatic κ needs a spatial dataset with at least 3 genes".into(),
         ));
     }
-    let refs: Vec<&CsrMatrix> = inner_data.iter().collect();
-    let mut scores = Vec::with_capacity(candidates.len());
-    for &kappa in candidates {
-        let cfg = TrainConfig {
-            kappa,
-            progress: false,
-            ..train_config.clone()
-        };
-        let result = fit(inner.clone(), &refs, &cfg, device, |_| {})?;
-        let mut rhos = Vec::new();
-        for (m, genes, truth) in &hidden {
-            let imputed = result.model.impute(
+    let mut rhos: Vec<Vec<f64>> = vec![Vec::new(); candidates.len()];
+    let mut inner_genes = 0;
+    for split in 0..splits {
+        let mut inner = config.clone();
+        let mut inner_data: Vec<CsrMatrix> = data.iter().map(|c| (*c).clone()).collect();
+        // (dataset, model gene indices hidden, their counts)
+        let mut hidden: Vec<(usize, Vec<usize>, CsrMatrix)> = Vec::new();
+        for (m, cut) in &groups {
+            let mut hide = cut[split].clone();
+            if hide.is_empty() {
+                continue;
+            }
+            hide.sort_unstable();
+            let spec = &config.datasets[*m];
+            let keep: Vec<usize> = (0..spec.gene_index.len())
+                .filter(|c| !hide.contains(c))
+                .collect();
+            let s = &mut inner.datasets[*m];
+            s.genes = keep.iter().map(|&c| spec.genes[c].clone()).collect();
+            s.gene_index = keep.iter().map(|&c| spec.gene_index[c]).collect();
+            hidden.push((
                 *m,
-                &inner_data[*m],
-                genes,
-                ImputeOptions {
-                    normalized: false,
-                    ..ImputeOptions::default()
-                },
-            )?;
-            let truth = truth.to_dense_f64();
-            for j in 0..genes.len() {
-                let p: Vec<f64> = imputed
-                    .mean
-                    .column(j)
-                    .iter()
-                    .map(|&v| f64::from(v))
-                    .collect();
-                let t: Vec<f64> = truth.column(j).to_vec();
-                rhos.push(
-                    spearman(&p, &t)
-                        .map_err(|e| PipelineError::Input(e.to_string()))?
-                        .unwrap_or(0.0),
-                );
+                hide.iter().map(|&c| spec.gene_index[c]).collect(),
+                data[*m].select_cols(&hide),
+            ));
+            inner_data[*m] = data[*m].select_cols(&keep);
+        }
+        if hidden.is_empty() {
+            continue;
+        }
+        inner_genes += hidden.iter().map(|h| h.1.len()).sum::<usize>();
+        let refs: Vec<&CsrMatrix> = inner_data.iter().collect();
+        for (c, &kappa) in candidates.iter().enumerate() {
+            let cfg = TrainConfig {
+                kappa,
+                progress: false,
+                // Each split trains from its own initialisation.
+                seed: train_config.seed.wrapping_add(1000 * split as u64),
+                ..train_config.clone()
+            };
+            let result = fit(inner.clone(), &refs, &cfg, device, |_| {})?;
+            for (m, genes, truth) in &hidden {
+                let imputed = result.model.impute(
+                    *m,
+                    &inner_data[*m],
+                    genes,
+                    ImputeOptions {
+                        normalized: false,
+                        ..ImputeOptions::default()
+                    },
+                )?;
+                let truth = truth.to_dense_f64();
+                for j in 0..genes.len() {
+                    let p: Vec<f64> = imputed
+                        .mean
+                        .column(j)
+                        .iter()
+                        .map(|&v| f64::from(v))
+                        .collect();
+                    let t: Vec<f64> = truth.column(j).to_vec();
+                    rhos[c].push(
+                        spearman(&p, &t)
+                            .map_err(|e| PipelineError::Input(e.to_string()))?
+                            .unwrap_or(0.0),
+                    );
+                }
             }
         }
-        scores.push((kappa, median(&rhos).unwrap_or(0.0)));
     }
+    let scores: Vec<(f64, f64)> = candidates
+        .iter()
+        .zip(&rhos)
+        .map(|(&k, r)| (k, median(r).unwrap_or(0.0)))
+        .collect();
     let best = scores
         .iter()
         .fold(scores[0], |b, &s| if s.1 > b.1 { s } else { b });
     Ok(KappaChoice {
         kappa: best.0,
         scores,
-        inner_genes: hidden.iter().map(|h| h.1.len()).sum(),
+        inner_genes,
     })
 }
 

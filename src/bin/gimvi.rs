@@ -14,6 +14,7 @@ use gimvi::metrics::protocol::{evaluate, KnnExpressionImputer, MeanImputer, Prot
 use gimvi::model::{GimviModel, ImputeOptions, LibraryModel};
 use gimvi::pipeline::{
     choose_kappa, fit, prepare_model, GimviImputer, ModelInputs, KAPPA_CANDIDATES,
+    KAPPA_INNER_SPLITS,
 };
 use gimvi::trainer::TrainConfig;
 use gimvi::BackendKind;
@@ -354,7 +355,9 @@ fn fit_command(args: &FitArgs, quiet: bool) -> Result<()> {
     if kappa(a)?.is_none() {
         say(
             quiet,
-            "choosing κ among 0, 1, 5 on 20 % of the spatial genes held out …",
+            format!(
+                "choosing κ among 0, 1, 5: {KAPPA_INNER_SPLITS} inner splits, each hiding 20 % of the spatial genes …"
+            ),
         );
         let choice = choose_kappa(
             &config,
@@ -374,7 +377,7 @@ fn fit_command(args: &FitArgs, quiet: bool) -> Result<()> {
         say(
             quiet,
             format!(
-                "κ = {} chosen (median Spearman on {} inner held-out genes: {})",
+                "κ = {} chosen (median Spearman over {} inner held-out genes: {})",
                 choice.kappa,
                 choice.inner_genes,
                 scores.join(", ")
@@ -596,6 +599,7 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
         posterior: Vec::new(),
         record_latent: false,
         latents: Vec::new(),
+        shared: None,
     };
     let mut mean = MeanImputer;
     let mut knn = KnnExpressionImputer::default();

@@ -1,0 +1,156 @@
+//! The automatic κ (inner cross-validation on the training genes) and the fit sharing that
+//! lets κ* reuse a fixed-κ fit of the same fold, on data simulated from the gimVI model.
+
+use gimvi::data::CsrMatrix;
+use gimvi::likelihoods::CountLikelihood;
+use gimvi::metrics::protocol::{FoldTask, Imputer};
+use gimvi::model::simulate::{simulate, Simulation, SimulationConfig};
+use gimvi::model::{DatasetSpec, LibraryModel, ModelConfig};
+use gimvi::pipeline::{choose_kappa_with, GimviImputer, PipelineError, SharedFits};
+use gimvi::trainer::TrainConfig;
+use gimvi::{BackendKind, Device};
+
+fn device() -> Device {
+    BackendKind::default()
+        .open()
+        .expect("the default CPU backend opens")
+        .autodiff()
+}
+
+fn small() -> Simulation {
+    simulate(&SimulationConfig {
+        n_sc: 200,
+        n_spatial: 150,
+        n_genes: 24,
+        n_spatial_genes: 12,
+        seed: 3,
+        ..SimulationConfig::default()
+    })
+}
+
+fn train(epochs: usize, kappa: f64) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        kappa,
+        seed: 5,
+        progress: false,
+        ..TrainConfig::default()
+    }
+}
+
+fn model_config(sim: &Simulation) -> ModelConfig {
+    let (log_mean, log_var) = gimvi::data::prepare::log_library_moments(&sim.sc_counts);
+    let sc = DatasetSpec {
+        name: "scRNA-seq".into(),
+        genes: sim.genes.clone(),
+        gene_index: (0..sim.genes.len()).collect(),
+        likelihood: CountLikelihood::Zinb,
+        library: LibraryModel::Latent { log_mean, log_var },
+    };
+    let spatial = DatasetSpec {
+        name: "spatial".into(),
+        genes: sim
+            .spatial_genes
+            .iter()
+            .map(|&g| sim.genes[g].clone())
+            .collect(),
+        gene_index: sim.spatial_genes.clone(),
+        likelihood: CountLikelihood::Poisson,
+        library: LibraryModel::Observed,
+    };
+    ModelConfig::new(sim.genes.clone(), vec![sc, spatial]).with_latent(4)
+}
+
+#[test]
+fn inner_validation_pools_the_hidden_genes_of_every_split() {
+    let sim = small();
+    let config = model_config(&sim);
+    let data: [&CsrMatrix; 2] = [&sim.sc_counts, &sim.spatial_counts];
+    // 12 spatial genes in 5 groups of 2 or 3 (12·k/5 cut points: 2, 2, 3, 2, 3).
+    let choice = choose_kappa_with(&config, &data, &[0.0, 5.0], &train(3, 0.0), 2, &device())
+        .expect("κ is chosen");
+    assert_eq!(choice.inner_genes, 4);
+    assert_eq!(choice.scores.len(), 2);
+    assert!(choice.scores.iter().all(|(_, r)| r.is_finite()));
+    assert!(choice.kappa == 0.0 || choice.kappa == 5.0);
+    let all = choose_kappa_with(&config, &data, &[0.0], &train(2, 0.0), 5, &device())
+        .expect("κ is chosen");
+    assert_eq!(all.inner_genes, 12, "5 splits hide every spatial gene once");
+
+    for splits in [0, 6] {
+        match choose_kappa_with(&config, &data, &[0.0], &train(1, 0.0), splits, &device()) {
+            Err(PipelineError::Input(msg)) => assert!(msg.contains("splits"), "{msg}"),
+            other => panic!("{splits} splits: expected an input error, got {other:?}"),
+        }
+    }
+}
+
+fn imputer(kappa: f64, auto: bool, shared: Option<SharedFits>) -> GimviImputer {
+    GimviImputer {
+        name: format!("κ={kappa}"),
+        train: train(3, kappa),
+        n_latent: 4,
+        sc_likelihood: CountLikelihood::Zinb,
+        spatial_likelihood: CountLikelihood::Poisson,
+        device: device(),
+        auto_kappa: auto,
+        chosen_kappas: Vec::new(),
+        posterior_samples: 0,
+        posterior: Vec::new(),
+        record_latent: false,
+        latents: Vec::new(),
+        shared,
+    }
+}
+
+#[test]
+fn a_shared_fit_is_the_fit_itself() {
+    let sim = small();
+    let genes: Vec<String> = sim
+        .spatial_genes
+        .iter()
+        .map(|&g| sim.genes[g].clone())
+        .collect();
+    let sc = sim.sc_counts.select_cols(&sim.spatial_genes).to_dense_f64();
+    let sp = sim.spatial_counts.to_dense_f64();
+    let test: Vec<usize> = vec![1, 7];
+    let train_genes: Vec<usize> = (0..genes.len()).filter(|g| !test.contains(g)).collect();
+    let sp_train = sp.select(ndarray::Axis(1), &train_genes);
+    let task = FoldTask {
+        fold: 0,
+        gene_names: &genes,
+        sc_counts: sc.view(),
+        spatial_train: sp_train.view(),
+        train_genes: &train_genes,
+        test_genes: &test,
+        seed: 0,
+    };
+
+    let shared = SharedFits::default();
+    let first = imputer(1.0, false, Some(shared.clone()))
+        .impute(&task)
+        .expect("imputes");
+    assert_eq!(shared.len(), 1);
+    // Trained again from scratch with the same settings: the same numbers (seeded CPU run),
+    // which is what makes reusing a stored fit sound.
+    let fresh = imputer(1.0, false, None).impute(&task).expect("imputes");
+    assert_eq!(first, fresh);
+    // Another imputer with the same settings gets the stored fit; a different κ trains.
+    let reused = imputer(1.0, false, Some(shared.clone()))
+        .impute(&task)
+        .expect("imputes");
+    assert_eq!(reused, first);
+    assert_eq!(shared.len(), 1);
+    let other = imputer(5.0, false, Some(shared.clone()))
+        .impute(&task)
+        .expect("imputes");
+    assert_eq!(shared.len(), 2);
+    assert_ne!(other, first);
+
+    // κ*: whatever it chooses among 0, 1, 5, its prediction equals a fresh fit with that κ.
+    let mut auto = imputer(5.0, true, Some(shared.clone()));
+    let chosen = auto.impute(&task).expect("imputes");
+    let kappa = auto.chosen_kappas[0].kappa;
+    let direct = imputer(kappa, false, None).impute(&task).expect("imputes");
+    assert_eq!(chosen, direct, "κ* = {kappa}");
+}
