@@ -89,8 +89,23 @@ fn gamma_ratio(x: f64, theta: f64, lg_theta: f64, psi_theta: f64) -> (f64, f64) 
     }
 }
 
+/// ln k! for the integer counts below this, from a table built once.
+const FACTORIAL_TABLE: usize = 4096;
+
+fn ln_factorial_table() -> &'static [f64] {
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..FACTORIAL_TABLE)
+            .map(|k| if k < 2 { 0.0 } else { ln_gamma(k as f64 + 1.0) })
+            .collect()
+    })
+}
+
 #[inline]
 fn ln_factorial(x: f64) -> f64 {
+    if x >= 0.0 && x < FACTORIAL_TABLE as f64 && x.fract() == 0.0 {
+        return ln_factorial_table()[x as usize];
+    }
     if x < SMALL_COUNT {
         let mut p = 1.0f64;
         let mut k = 2.0;

@@ -37,7 +37,7 @@ use burn::tensor::Tensor;
 
 pub use count::{log_nb, log_poisson, log_zinb, EPS};
 pub use kl::{kl_normal, kl_normal_standard};
-pub use special::{expm1, lgamma, log1p, stirling_correction};
+pub use special::{expm1, lgamma, log1p, log1p_series, stirling_correction};
 
 /// The observation model of one dataset (Lopez et al. 2019, Eq. 3 and Eq. 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

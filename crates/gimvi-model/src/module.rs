@@ -91,14 +91,15 @@ impl FcBlock {
             Some(rng) if self.dropout > 0.0 && h.device().is_autodiff() => {
                 let keep = 1.0 - self.dropout;
                 let [n, d] = h.dims();
-                let mask: Vec<f32> = (0..n * d)
-                    .map(|_| {
-                        if rng.random::<f64>() < keep {
-                            (1.0 / keep) as f32
-                        } else {
-                            0.0
-                        }
-                    })
+                // Inverted dropout: keep an entry when a uniform 32-bit draw falls below
+                // keep · 2³², filled in bulk from the block cipher (one word per entry).
+                let threshold = (keep * 4_294_967_296.0).min(u32::MAX as f64) as u32;
+                let scale = (1.0 / keep) as f32;
+                let mut bits = vec![0u32; n * d];
+                rng.fill(&mut bits[..]);
+                let mask: Vec<f32> = bits
+                    .iter()
+                    .map(|&b| if b < threshold { scale } else { 0.0 })
                     .collect();
                 let device = h.device();
                 h.mul(Tensor::from_data(TensorData::new(mask, [n, d]), &device))
