@@ -24,7 +24,7 @@ use ndarray::{Array2, ArrayView2};
 use std::time::Instant;
 
 use crate::pipeline::{
-    FoldLatent, FoldPosterior, GimviImputer, PipelineError, ScviKnnImputer, SharedFits,
+    FoldLatent, FoldPosterior, GimviImputer, KappaChoice, PipelineError, ScviKnnImputer, SharedFits,
 };
 use crate::Device;
 
@@ -123,6 +123,8 @@ pub struct Table1Data {
     pub spatial_cells: (usize, usize),
     /// κ chosen in each fold by the automatic method.
     pub chosen_kappas: Vec<f64>,
+    /// The automatic method's inner-validation scores in each fold.
+    pub kappa_choices: Vec<KappaChoice>,
     /// Per method (report order): each shared gene's imputation from the fold that held it
     /// out, spatial cells (kept) × shared genes, expected counts.
     pub predictions: Vec<(String, Array2<f64>)>,
@@ -393,6 +395,7 @@ pub fn table1(
             sc_cells: (sc.n_cells(), sc_dropped),
             spatial_cells: (sp.n_cells(), sp_dropped),
             chosen_kappas: kauto.chosen_kappas.iter().map(|c| c.kappa).collect(),
+            kappa_choices: kauto.chosen_kappas.clone(),
             predictions,
             spatial_counts: sp_dense,
             coordinates: sp.spatial.clone(),

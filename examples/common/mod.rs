@@ -158,6 +158,23 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
             "\nκ* chosen per fold by inner validation on the fold's training genes: {}\n",
             k.join(", ")
         ));
+        md.push_str(
+            "\n| fold | inner (gene, split) pairs scored | median inner Spearman per κ | chosen |\n|---|---|---|---|\n",
+        );
+        for (f, c) in used.kappa_choices.iter().enumerate() {
+            let scores: Vec<String> = c
+                .scores
+                .iter()
+                .map(|(k, r)| format!("κ={k}: {r:.3}"))
+                .collect();
+            md.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                f + 1,
+                c.inner_genes,
+                scores.join(", "),
+                c.kappa
+            ));
+        }
     }
     std::fs::create_dir_all(&out)?;
     md.push_str(&figures(
