@@ -537,3 +537,55 @@ pub(crate) fn index_tensor(idx: &[usize], device: &Device) -> Tensor<1, Int> {
     let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
     Tensor::from_data(TensorData::new(v, [idx.len()]), device)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// Inverted dropout on the training device: about (1 − p) of the entries survive, scaled by
+    /// 1 / (1 − p), the rest are 0; on the inference device the block is deterministic.
+    #[test]
+    #[allow(deprecated)] // burn-ndarray is the reference CPU backend of the tests.
+    fn dropout_keeps_the_expected_fraction_scaled() {
+        let device = Device::ndarray().autodiff();
+        let mut rng = ModelRng::seed_from_u64(3);
+        let block = FcBlock::new(4, 64, 0.2, &mut rng, &device);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(
+                (0..512 * 4)
+                    .map(|i| (i % 7) as f32 - 3.0)
+                    .collect::<Vec<_>>(),
+                [512, 4],
+            ),
+            &device,
+        );
+        let plain: Vec<f32> = relu(block.norm.forward(block.linear.forward(x.clone())))
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let dropped: Vec<f32> = block
+            .forward(x, Some(&mut rng))
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let (mut kept, mut positive) = (0usize, 0usize);
+        for (p, d) in plain.iter().zip(&dropped) {
+            if *p > 0.0 {
+                positive += 1;
+                if *d != 0.0 {
+                    kept += 1;
+                    assert!(
+                        (d / p - 1.25).abs() < 1e-5,
+                        "kept entries are scaled by 1/0.8"
+                    );
+                }
+            } else {
+                assert_eq!(*d, 0.0);
+            }
+        }
+        let fraction = kept as f64 / positive as f64;
+        // ~16,000 positive entries: the kept fraction is 0.8 ± 0.01 (3 standard deviations).
+        assert!((fraction - 0.8).abs() < 0.01, "kept fraction {fraction}");
+    }
+}
