@@ -267,16 +267,36 @@ impl GimviImputer {
         Ok((config, train_config))
     }
 
-    /// What identifies a fold's fit in [`SharedFits`]: everything that determines it.
-    fn share_key(&self, task: &FoldTask<'_>, train_config: &TrainConfig) -> String {
+    /// What identifies a fold's fit in [`SharedFits`]: everything that determines it — the
+    /// data (shape, entries and a weighted checksum of the counts), the genes, the split, the
+    /// model and the training settings.
+    fn share_key(
+        &self,
+        task: &FoldTask<'_>,
+        data: [&CsrMatrix; 2],
+        train_config: &TrainConfig,
+    ) -> String {
         let tc = TrainConfig {
             progress: false,
             ..train_config.clone()
         };
+        let fingerprint: Vec<(usize, usize, usize, f64)> = data
+            .iter()
+            .map(|m| {
+                let checksum = m
+                    .data()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| f64::from(v) * (1.0 + (i % 97) as f64))
+                    .sum();
+                (m.n_rows(), m.n_cols(), m.nnz(), checksum)
+            })
+            .collect();
         format!(
-            "fold {} of {} genes, train {:?}, test {:?}, latent {}, {:?}/{:?}, {:?}, {:?}",
+            "fold {}, data {:?}, genes {:?}, train {:?}, test {:?}, latent {}, {:?}/{:?}, {:?}, {:?}",
             task.fold,
-            task.gene_names.len(),
+            fingerprint,
+            task.gene_names,
             task.train_genes,
             task.test_genes,
             self.n_latent,
@@ -288,10 +308,12 @@ impl GimviImputer {
     }
 }
 
-/// Imputations shared between the [`GimviImputer`]s of one evaluation: a fit is a pure
-/// function of its fold, model and training settings (seeded, deterministic on CPU), so when
-/// the automatic κ lands on a κ another imputer already trained in the same fold, its
-/// predictions are reused instead of training the same model again.
+/// Imputations shared between [`GimviImputer`]s: a fit is a pure function of its data, fold,
+/// model and training settings (seeded, deterministic on CPU), so when the automatic κ lands
+/// on a κ another imputer already trained on the same fold of the same data, its predictions
+/// are reused instead of training the same model again. Keys cover all of these (the counts by
+/// shape and checksum), so sharing one `SharedFits` across evaluations is safe; it holds every
+/// stored prediction until dropped.
 #[derive(Debug, Clone, Default)]
 pub struct SharedFits(std::sync::Arc<std::sync::Mutex<Vec<StoredFit>>>);
 
@@ -337,7 +359,7 @@ impl Imputer for GimviImputer {
         let key = self
             .shared
             .as_ref()
-            .map(|_| self.share_key(task, &train_config));
+            .map(|_| self.share_key(task, [&sc_counts, &sp_counts], &train_config));
         if let (Some(shared), Some(key), false) = (&self.shared, &key, wants_more) {
             if let Some(prediction) = shared.get(key) {
                 return Ok(prediction);

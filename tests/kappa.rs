@@ -153,4 +153,17 @@ fn a_shared_fit_is_the_fit_itself() {
     let kappa = auto.chosen_kappas[0].kappa;
     let direct = imputer(kappa, false, None).impute(&task).expect("imputes");
     assert_eq!(chosen, direct, "κ* = {kappa}");
+
+    // Other counts, same fold and settings: a new fit, not the stored one.
+    let before = shared.len();
+    let doubled = sp_train.mapv(|v| 2.0 * v);
+    let other_data = FoldTask {
+        spatial_train: doubled.view(),
+        ..task
+    };
+    let refit = imputer(1.0, false, Some(shared.clone()))
+        .impute(&other_data)
+        .expect("imputes");
+    assert_eq!(shared.len(), before + 1);
+    assert_ne!(refit, first);
 }
