@@ -121,10 +121,8 @@ pub struct Table1Data {
     pub sc_cells: (usize, usize),
     /// Spatial cells kept / dropped.
     pub spatial_cells: (usize, usize),
-    /// κ chosen in each fold by the automatic method.
-    pub chosen_kappas: Vec<f64>,
-    /// The automatic method's inner-validation scores in each fold.
-    pub kappa_choices: Vec<KappaChoice>,
+    /// The automatic method's choice in each fold: κ and its inner-validation scores.
+    pub chosen_kappas: Vec<KappaChoice>,
     /// Per method (report order): each shared gene's imputation from the fold that held it
     /// out, spatial cells (kept) × shared genes, expected counts.
     pub predictions: Vec<(String, Array2<f64>)>,
@@ -394,8 +392,7 @@ pub fn table1(
             genes: sc.genes.clone(),
             sc_cells: (sc.n_cells(), sc_dropped),
             spatial_cells: (sp.n_cells(), sp_dropped),
-            chosen_kappas: kauto.chosen_kappas.iter().map(|c| c.kappa).collect(),
-            kappa_choices: kauto.chosen_kappas.clone(),
+            chosen_kappas: kauto.chosen_kappas,
             predictions,
             spatial_counts: sp_dense,
             coordinates: sp.spatial.clone(),

@@ -512,7 +512,9 @@ pub fn choose_kappa_with(
     let mut inner_genes = 0;
     for split in 0..splits {
         let mut inner = config.clone();
-        let mut inner_data: Vec<CsrMatrix> = data.iter().map(|c| (*c).clone()).collect();
+        // The datasets that lose genes in this split, reduced to the kept ones; the others are
+        // used as given.
+        let mut reduced: Vec<Option<CsrMatrix>> = vec![None; data.len()];
         // (dataset, model gene indices hidden, their counts)
         let mut hidden: Vec<(usize, Vec<usize>, CsrMatrix)> = Vec::new();
         for (m, cut) in &groups {
@@ -533,13 +535,17 @@ pub fn choose_kappa_with(
                 hide.iter().map(|&c| spec.gene_index[c]).collect(),
                 data[*m].select_cols(&hide),
             ));
-            inner_data[*m] = data[*m].select_cols(&keep);
+            reduced[*m] = Some(data[*m].select_cols(&keep));
         }
         if hidden.is_empty() {
             continue;
         }
         inner_genes += hidden.iter().map(|h| h.1.len()).sum::<usize>();
-        let refs: Vec<&CsrMatrix> = inner_data.iter().collect();
+        let refs: Vec<&CsrMatrix> = data
+            .iter()
+            .zip(&reduced)
+            .map(|(&given, r)| r.as_ref().unwrap_or(given))
+            .collect();
         for (c, &kappa) in candidates.iter().enumerate() {
             let cfg = TrainConfig {
                 kappa,
@@ -552,7 +558,7 @@ pub fn choose_kappa_with(
             for (m, genes, truth) in &hidden {
                 let imputed = result.model.impute(
                     *m,
-                    &inner_data[*m],
+                    refs[*m],
                     genes,
                     ImputeOptions {
                         normalized: false,

@@ -153,7 +153,11 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
     );
     md.push_str(&report.to_markdown());
     if !used.chosen_kappas.is_empty() {
-        let k: Vec<String> = used.chosen_kappas.iter().map(|v| v.to_string()).collect();
+        let k: Vec<String> = used
+            .chosen_kappas
+            .iter()
+            .map(|c| c.kappa.to_string())
+            .collect();
         md.push_str(&format!(
             "\nκ* chosen per fold by inner validation on the fold's training genes: {}\n",
             k.join(", ")
@@ -161,7 +165,7 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
         md.push_str(
             "\n| fold | inner (gene, split) pairs scored | median inner Spearman per κ | chosen |\n|---|---|---|---|\n",
         );
-        for (f, c) in used.kappa_choices.iter().enumerate() {
+        for (f, c) in used.chosen_kappas.iter().enumerate() {
             let scores: Vec<String> = c
                 .scores
                 .iter()
