@@ -393,7 +393,10 @@ fn zero_pass_body(
 /// by all rows, so its gradient is summed over rows on the host first and attached with one
 /// `[1, cols]` product instead of a `[rows, cols]` one. Only the *sum* over rows carries the exact
 /// θ gradient (each row gets 1/rows of it) — the model only ever sums the rows.
-fn attach_theta(theta: Tensor<2>, d_theta: &[f32], rows: usize, cols: usize) -> Tensor<2> {
+/// The θ term of the surrogate: (1/`rows`) Σ_g (θ_g − sg(θ_g)) Σ_n ∂_θ,ng, a `[1, 1]` tensor of
+/// value 0 whose gradient, broadcast over the `rows` cells of the minibatch and summed, is the
+/// host gradient `d_theta` (`rows × cols`) summed over cells. `theta` is `[1, cols]`.
+pub fn attach_theta(theta: Tensor<2>, d_theta: &[f32], rows: usize, cols: usize) -> Tensor<2> {
     let mut sum = vec![0.0f64; cols];
     for row in d_theta.chunks(cols) {
         for (s, &d) in sum.iter_mut().zip(row) {
@@ -459,10 +462,192 @@ pub fn fused_log_prob_rows(
     out
 }
 
+/// Host value and gradients of the likelihood with μ = ℓ · softmax(logits), per row: what
+/// [`fused_log_prob_rows_softmax`] attaches to autodiff, for callers that apply the gradients
+/// themselves (the model's host decoder path).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoftmaxValueAndGrad {
+    /// Σ_g ln p per row.
+    pub row_values: Vec<f64>,
+    /// ∂ Σ_g ln p / ∂ logit per element (through the softmax and the library scaling).
+    pub d_logits: Vec<f32>,
+    /// ∂ Σ_g ln p / ∂ ln ℓ per row.
+    pub d_log_library: Vec<f32>,
+    /// ∂ ln p / ∂θ per element (empty for Poisson).
+    pub d_theta: Vec<f32>,
+    /// ∂ ln p / ∂π per element (empty unless ZINB).
+    pub d_dropout: Vec<f32>,
+}
+
+/// [`value_and_grad`] with μ = ℓ · softmax(`logits`) row by row (Lopez et al. 2019, Eq. 5,
+/// ℓ = exp(`log_library`), one value per row), the chain rule through the softmax and the
+/// scaling done on the host: ∂/∂l_g = μ_g ∂_μg − ρ_g Σ_k μ_k ∂_μk and ∂/∂ln ℓ = Σ_k μ_k ∂_μk.
+/// All slices are row-major `rows × cols` except `log_library` (`rows`) and `theta` (`cols`).
+///
+/// # Panics
+/// As [`value_and_grad`], and if `log_library` does not have one value per row.
+pub fn softmax_value_and_grad(
+    likelihood: CountLikelihood,
+    cols: usize,
+    x: &[f32],
+    logits: &[f32],
+    log_library: &[f32],
+    theta: &[f32],
+    dropout_logits: &[f32],
+) -> SoftmaxValueAndGrad {
+    assert!(
+        cols > 0 && logits.len().is_multiple_of(cols),
+        "logits are rows × cols"
+    );
+    let rows = logits.len() / cols;
+    assert_eq!(log_library.len(), rows, "one library per row");
+    // ρ and μ per row, in f64 for the normaliser, stored in f32 as the tensor path would.
+    let mut rho = vec![0.0f32; rows * cols];
+    let mut mu = vec![0.0f32; rows * cols];
+    rho.par_chunks_mut(cols)
+        .zip(mu.par_chunks_mut(cols))
+        .enumerate()
+        .for_each(|(r, (rho_r, mu_r))| {
+            softmax_row(
+                &logits[r * cols..(r + 1) * cols],
+                log_library[r],
+                rho_r,
+                mu_r,
+            )
+        });
+    let vg = value_and_grad(likelihood, cols, x, &mu, theta, dropout_logits);
+
+    // Chain rule through μ = ℓ softmax(l).
+    let mut d_l = vg.d_mu;
+    let mut d_lib = vec![0.0f32; rows];
+    d_l.par_chunks_mut(cols)
+        .zip(d_lib.par_iter_mut())
+        .enumerate()
+        .for_each(|(r, (d_r, d_lib_r))| {
+            *d_lib_r = softmax_chain_row(
+                &mu[r * cols..(r + 1) * cols],
+                &rho[r * cols..(r + 1) * cols],
+                d_r,
+            );
+        });
+    SoftmaxValueAndGrad {
+        row_values: vg.row_values,
+        d_logits: d_l,
+        d_log_library: d_lib,
+        d_theta: vg.d_theta,
+        d_dropout: vg.d_logit,
+    }
+}
+
+/// Whether the CPU has AVX2 and FMA (runtime check; false off x86-64).
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Σ_i a_i b_i of f32 values in f64 (b = 1 when `b` is `None`), with eight partial sums so
+/// that it vectorises.
+#[inline(always)]
+fn dot_f64(a: &[f32], b: Option<&[f32]>) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut ac = a.chunks_exact(8);
+    let mut tail = 0.0f64;
+    match b {
+        None => {
+            for x in &mut ac {
+                for l in 0..8 {
+                    acc[l] += f64::from(x[l]);
+                }
+            }
+            tail += ac.remainder().iter().map(|&x| f64::from(x)).sum::<f64>();
+        }
+        Some(b) => {
+            let mut bc = b.chunks_exact(8);
+            for (x, y) in (&mut ac).zip(&mut bc) {
+                for l in 0..8 {
+                    acc[l] += f64::from(x[l]) * f64::from(y[l]);
+                }
+            }
+            tail += ac
+                .remainder()
+                .iter()
+                .zip(bc.remainder())
+                .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                .sum::<f64>();
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// One row of μ = ℓ softmax(l): ρ into `rho_r`, μ into `mu_r` (Eq. 5), the normaliser in f64.
+fn softmax_row(lr: &[f32], log_l: f32, rho_r: &mut [f32], mu_r: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only requirement
+        // of a `target_feature` function; the body is safe Rust.
+        unsafe { softmax_row_avx2(lr, log_l, rho_r, mu_r) };
+        return;
+    }
+    softmax_row_body(lr, log_l, rho_r, mu_r);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_row_avx2(lr: &[f32], log_l: f32, rho_r: &mut [f32], mu_r: &mut [f32]) {
+    softmax_row_body(lr, log_l, rho_r, mu_r);
+}
+
+#[inline(always)]
+fn softmax_row_body(lr: &[f32], log_l: f32, rho_r: &mut [f32], mu_r: &mut [f32]) {
+    let max = lr.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    for (p, &l) in rho_r.iter_mut().zip(lr) {
+        *p = fastmath::exp(l - max);
+    }
+    let sum = dot_f64(rho_r, None);
+    let ell = f64::from(log_l).exp();
+    let inv = 1.0 / sum;
+    for (p, m) in rho_r.iter_mut().zip(mu_r.iter_mut()) {
+        let rp = f64::from(*p) * inv;
+        *p = rp as f32;
+        *m = (ell * rp) as f32;
+    }
+}
+
+/// The chain rule of one row through μ = ℓ softmax(l): `d_r` holds ∂/∂μ on entry and ∂/∂l on
+/// return; returns ∂/∂ln ℓ = Σ_k μ_k ∂_μk.
+fn softmax_chain_row(mu_r: &[f32], rho_r: &[f32], d_r: &mut [f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: as in `softmax_row`.
+        return unsafe { softmax_chain_row_avx2(mu_r, rho_r, d_r) };
+    }
+    softmax_chain_row_body(mu_r, rho_r, d_r)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_chain_row_avx2(mu_r: &[f32], rho_r: &[f32], d_r: &mut [f32]) -> f32 {
+    softmax_chain_row_body(mu_r, rho_r, d_r)
+}
+
+#[inline(always)]
+fn softmax_chain_row_body(mu_r: &[f32], rho_r: &[f32], d_r: &mut [f32]) -> f32 {
+    let s = dot_f64(mu_r, Some(d_r));
+    for ((d, &m), &p) in d_r.iter_mut().zip(mu_r).zip(rho_r) {
+        *d = (f64::from(m) * f64::from(*d) - f64::from(p) * s) as f32;
+    }
+    s as f32
+}
+
 /// [`fused_log_prob_rows`] with the mean given as μ = ℓ · softmax(logits) (Lopez et al. 2019,
 /// Eq. 5 with the observed or sampled library ℓ = exp(`log_library`), `[rows, 1]`): the softmax
-/// and the scaling are evaluated on the host too, and the gradient reaches the logits and ln ℓ
-/// through ∂/∂l_g = μ_g ∂_μg − ρ_g Σ_k μ_k ∂_μk and ∂/∂ln ℓ = Σ_k μ_k ∂_μk.
+/// and the scaling are evaluated on the host too ([`softmax_value_and_grad`]).
 ///
 /// # Panics
 /// As [`fused_log_prob_rows`].
@@ -476,58 +661,30 @@ pub fn fused_log_prob_rows_softmax(
 ) -> Tensor<2> {
     let [rows, cols] = logits.dims();
     let device = logits.device();
-    let l_h = host_vec(logits.clone());
-    let lib_h = host_vec(log_library.clone());
-    // ρ and μ per row, in f64 for the normaliser, stored in f32 as the tensor path would.
-    let mut rho = vec![0.0f32; rows * cols];
-    let mut mu = vec![0.0f32; rows * cols];
-    rho.par_chunks_mut(cols)
-        .zip(mu.par_chunks_mut(cols))
-        .enumerate()
-        .for_each(|(r, (rho_r, mu_r))| {
-            let lr = &l_h[r * cols..(r + 1) * cols];
-            let max = lr.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            for (p, &l) in rho_r.iter_mut().zip(lr) {
-                *p = fastmath::exp(l - max);
-            }
-            let sum: f64 = rho_r.iter().map(|&e| f64::from(e)).sum();
-            let ell = f64::from(lib_h[r]).exp();
-            let inv = 1.0 / sum;
-            for (p, m) in rho_r.iter_mut().zip(mu_r.iter_mut()) {
-                let rp = f64::from(*p) * inv;
-                *p = rp as f32;
-                *m = (ell * rp) as f32;
-            }
-        });
     let theta_h = theta
         .as_ref()
         .map(|t| host_vec(t.clone()))
         .unwrap_or_default();
-    let logits_h = dropout_logits
+    let dropout_h = dropout_logits
         .as_ref()
         .map(|t| host_vec(t.clone()))
         .unwrap_or_default();
-    let vg = value_and_grad(likelihood, cols, x, &mu, &theta_h, &logits_h);
-
-    // Chain rule through μ = ℓ softmax(l).
-    let mut d_l = vg.d_mu;
-    let mut d_lib = vec![0.0f32; rows];
-    d_l.par_chunks_mut(cols)
-        .zip(d_lib.par_iter_mut())
-        .enumerate()
-        .for_each(|(r, (d_r, d_lib_r))| {
-            let mu_r = &mu[r * cols..(r + 1) * cols];
-            let rho_r = &rho[r * cols..(r + 1) * cols];
-            let s: f64 = mu_r
-                .iter()
-                .zip(d_r.iter())
-                .map(|(&m, &d)| f64::from(m) * f64::from(d))
-                .sum();
-            for ((d, &m), &p) in d_r.iter_mut().zip(mu_r).zip(rho_r) {
-                *d = (f64::from(m) * f64::from(*d) - f64::from(p) * s) as f32;
-            }
-            *d_lib_r = s as f32;
-        });
+    let sg = softmax_value_and_grad(
+        likelihood,
+        cols,
+        x,
+        &host_vec(logits.clone()),
+        &host_vec(log_library.clone()),
+        &theta_h,
+        &dropout_h,
+    );
+    let vg = ValueAndGrad {
+        row_values: sg.row_values,
+        d_mu: Vec::new(),
+        d_theta: sg.d_theta,
+        d_logit: sg.d_dropout,
+    };
+    let (d_l, d_lib) = (sg.d_logits, sg.d_log_library);
 
     let grad =
         |v: Vec<f32>, c: usize| Tensor::<2>::from_data(TensorData::new(v, [rows, c]), &device);

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod host;
 pub mod model;
 pub mod module;
 pub mod simulate;

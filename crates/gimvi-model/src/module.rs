@@ -1,17 +1,25 @@
 //! The networks of gimVI as burn modules, and the per-dataset ELBO terms.
 
+use std::sync::Arc;
+
 use burn::module::{Module, Param};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use burn::tensor::{Device, Int, Shape, Tensor, TensorData};
-use gimvi_likelihoods::fused::{fused_log_prob_rows_softmax, is_host_device};
+use gimvi_likelihoods::fused::{
+    attach_theta, fused_log_prob_rows_softmax, is_host_device, softmax_value_and_grad,
+};
+use gimvi_likelihoods::CountLikelihood;
 use gimvi_likelihoods::{kl_normal, kl_normal_standard};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution as _, StandardNormal};
 
 use crate::config::{LibraryModel, ModelConfig};
+use crate::host::{dense_matmul, host, matmul_t, HostGrad, SparseRows, HOST_PATH_MIN_GENES};
+use crate::model::dense_batch;
 use crate::ModelError;
+use gimvi_data::CsrMatrix;
 
 /// Variance floor added to the encoders' variances. scvi-tools adds 10⁻⁴ to the library
 /// variance only; the z variance there has no floor, so exp(·) can underflow to 0 and make the
@@ -86,7 +94,41 @@ impl FcBlock {
     }
 
     fn forward(&self, x: Tensor<2>, rng: Option<&mut ModelRng>) -> Tensor<2> {
-        let h = relu(self.norm.forward(self.linear.forward(x)));
+        self.activate(self.linear.forward(x), rng)
+    }
+
+    /// [`FcBlock::forward`] of a first layer on sparse host input (the host path,
+    /// [`crate::host`]): X W on the non-zeros, entered as a leaf whose gradient gives ∂W after
+    /// backward (recorded in `host_grads` on an autodiff device).
+    fn forward_sparse(
+        &self,
+        x: &Arc<SparseRows>,
+        device: &Device,
+        rng: Option<&mut ModelRng>,
+        host_grads: &mut Vec<HostGrad>,
+    ) -> Tensor<2> {
+        let [_, d_out] = self.linear.weight.dims();
+        let y = x.matmul(&host(self.linear.weight.val()), d_out);
+        let mut y = Tensor::<2>::from_data(TensorData::new(y, [x.rows(), d_out]), device);
+        if device.is_autodiff() {
+            y = y.require_grad();
+            host_grads.push(HostGrad::sparse_input(
+                self.linear.weight.id,
+                y.clone(),
+                x.clone(),
+                d_out,
+            ));
+        }
+        let pre = match &self.linear.bias {
+            Some(b) => y.add(b.val().unsqueeze_dim(0)),
+            None => y,
+        };
+        self.activate(pre, rng)
+    }
+
+    /// BatchNorm → ReLU → dropout of the linear layer's output.
+    fn activate(&self, pre: Tensor<2>, rng: Option<&mut ModelRng>) -> Tensor<2> {
+        let h = relu(self.norm.forward(pre));
         match rng {
             Some(rng) if self.dropout > 0.0 && h.device().is_autodiff() => {
                 let keep = 1.0 - self.dropout;
@@ -119,7 +161,10 @@ pub struct LibraryEncoder {
 
 impl LibraryEncoder {
     fn forward(&self, x_log: Tensor<2>, rng: Option<&mut ModelRng>) -> (Tensor<2>, Tensor<2>) {
-        let h = self.block.forward(x_log, rng);
+        self.heads(self.block.forward(x_log, rng))
+    }
+
+    fn heads(&self, h: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
         let var = self.log_var.forward(h.clone()).exp().add_scalar(VAR_EPS);
         (self.mean.forward(h), var)
     }
@@ -246,6 +291,16 @@ pub struct ForwardOutput {
     pub reconstruction: Tensor<2>,
     /// KL(q(z) ‖ N(0, I)) + KL(q(ln ℓ) ‖ prior) per cell, `[cells, 1]`.
     pub kl: Tensor<2>,
+    /// Gradients of the layers that ran on the host path ([`crate::host`]), to be completed
+    /// after backward with [`HostGrad::gradients`] and added to burn's; empty off the host path
+    /// or without autodiff. A trainer that ignores them leaves those layers untrained.
+    pub host_grads: Vec<HostGrad>,
+}
+
+/// The encoders' input: ln(1 + x) as a tensor, or (host path) as sparse rows on the host.
+enum EncoderInput {
+    Dense(Tensor<2>),
+    Sparse(Arc<SparseRows>, Device),
 }
 
 impl GimviModule {
@@ -412,44 +467,131 @@ impl GimviModule {
     /// Forward pass and ELBO terms of one minibatch `x` (`[cells, G_m]` raw counts) of dataset
     /// `m` (Lopez et al. 2019, Eq. 8 for scRNA-seq, Eq. 9 for spatial data). With `rng`, z and
     /// ln ℓ are sampled from q (and dropout is applied on a training device); without, the
-    /// posterior means are used.
+    /// posterior means are used. On CPU backends a dataset with at least
+    /// [`HOST_PATH_MIN_GENES`] genes runs its encoder input layers and decoder heads on the
+    /// host ([`crate::host`]); their parameter gradients come back in
+    /// [`ForwardOutput::host_grads`].
     pub fn forward(
         &self,
         config: &ModelConfig,
         m: usize,
         x: Tensor<2>,
-        mut rng: Option<&mut ModelRng>,
+        rng: Option<&mut ModelRng>,
     ) -> ForwardOutput {
-        let spec = &config.datasets[m];
         let device = x.device();
-        let host = is_host_device(&device);
+        let host_path = is_host_device(&device);
+        let wide = host_path && config.datasets[m].gene_index.len() >= HOST_PATH_MIN_GENES;
+        self.forward_with(config, m, x, rng, host_path, wide)
+    }
+
+    /// [`GimviModule::forward`] with the paths chosen by the caller: `host_path` runs the fused
+    /// likelihood on the host (CPU backends only), `wide` also the encoder input layers and
+    /// decoder heads (needs `host_path`).
+    pub(crate) fn forward_with(
+        &self,
+        config: &ModelConfig,
+        m: usize,
+        x: Tensor<2>,
+        rng: Option<&mut ModelRng>,
+        host_path: bool,
+        wide: bool,
+    ) -> ForwardOutput {
+        let device = x.device();
         // On CPU backends the counts come to the host once: ln(1 + x) is computed there (only
         // the non-zero entries need a logarithm) and the fused likelihood reads them.
-        let x_host: Vec<f32> = if host {
-            x.clone()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .expect("f32 counts")
+        let x_host: Vec<f32> = if host_path {
+            host(x.clone())
         } else {
             Vec::new()
         };
-        let log1p_x = if host {
+        let input = if wide {
+            EncoderInput::Sparse(
+                Arc::new(SparseRows::log1p_of_dense(&x_host, x.dims()[1])),
+                device.clone(),
+            )
+        } else if host_path {
             let v: Vec<f32> = x_host
                 .iter()
                 .map(|&c| if c == 0.0 { 0.0 } else { c.ln_1p() })
                 .collect();
-            Tensor::<2>::from_data(TensorData::new(v, x.dims()), &device)
+            EncoderInput::Dense(Tensor::<2>::from_data(
+                TensorData::new(v, x.dims()),
+                &device,
+            ))
         } else {
-            x.clone().log1p()
+            EncoderInput::Dense(x.clone().log1p())
         };
-        let (qz_mean, qz_var) = self.encode_log1p(m, log1p_x.clone(), rng.as_deref_mut());
+        self.forward_prepared(config, m, Some(x), x_host, input, rng, host_path, wide)
+    }
+
+    /// [`GimviModule::forward`] of the rows `rows` of a CSR count matrix of dataset `m`, on
+    /// `device`. On the host path ([`crate::host`]) the minibatch goes from the sparse rows to
+    /// the host kernels without a dense tensor; elsewhere this is `forward` of the densified
+    /// rows.
+    pub fn forward_rows(
+        &self,
+        config: &ModelConfig,
+        m: usize,
+        counts: &CsrMatrix,
+        rows: &[usize],
+        device: &Device,
+        rng: Option<&mut ModelRng>,
+    ) -> ForwardOutput {
+        let wide =
+            config.datasets[m].gene_index.len() >= HOST_PATH_MIN_GENES && is_host_device(device);
+        if !wide {
+            return self.forward(config, m, dense_batch(counts, rows, device), rng);
+        }
+        let cols = counts.n_cols();
+        let mut x_host = vec![0f32; rows.len() * cols];
+        for (i, &r) in rows.iter().enumerate() {
+            for (c, v) in counts.row(r) {
+                x_host[i * cols + c] = v;
+            }
+        }
+        let input = EncoderInput::Sparse(
+            Arc::new(SparseRows::log1p_of_rows(counts, rows)),
+            device.clone(),
+        );
+        self.forward_prepared(config, m, None, x_host, input, rng, true, true)
+    }
+
+    /// The forward pass from prepared inputs: the counts as a tensor (needed off the host
+    /// path), on the host (on it) and the encoders' input.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_prepared(
+        &self,
+        config: &ModelConfig,
+        m: usize,
+        x: Option<Tensor<2>>,
+        x_host: Vec<f32>,
+        input: EncoderInput,
+        mut rng: Option<&mut ModelRng>,
+        host_path: bool,
+        wide: bool,
+    ) -> ForwardOutput {
+        let spec = &config.datasets[m];
+        let device = match &input {
+            EncoderInput::Dense(t) => t.device(),
+            EncoderInput::Sparse(_, d) => d.clone(),
+        };
+        let mut host_grads = Vec::new();
+        let (qz_mean, qz_var) = self.encode_input(m, &input, rng.as_deref_mut(), &mut host_grads);
         let z = match rng.as_deref_mut() {
             Some(r) => reparameterise(qz_mean.clone(), qz_var.clone(), r),
             None => qz_mean.clone(),
         };
         // Library: latent (sampled from q) or observed (Eq. 9: ℓ′ = observed total).
-        let library = self.encode_library_log1p(m, log1p_x, rng.as_deref_mut());
+        let library = self.library[m].as_ref().map(|enc| {
+            let h = match &input {
+                EncoderInput::Dense(x) => enc.block.forward(x.clone(), rng.as_deref_mut()),
+                EncoderInput::Sparse(x, device) => {
+                    enc.block
+                        .forward_sparse(x, device, rng.as_deref_mut(), &mut host_grads)
+                }
+            };
+            enc.heads(h)
+        });
         let (log_library, kl_library) = match (library, spec.library) {
             (Some((ql_mean, ql_var)), LibraryModel::Latent { log_mean, log_var }) => {
                 let log_l = match rng.as_deref_mut() {
@@ -461,10 +603,18 @@ impl GimviModule {
                 let kl = kl_normal(ql_mean, ql_var, prior_mean, prior_var);
                 (log_l, Some(kl))
             }
-            _ => (
-                x.clone().sum_dim(1).clamp_min(MIN_OBSERVED_LIBRARY).log(),
-                None,
-            ),
+            _ => {
+                let totals = match &x {
+                    Some(x) => x.clone().sum_dim(1),
+                    None => {
+                        let cols = spec.gene_index.len().max(1);
+                        let t: Vec<f32> = x_host.chunks(cols).map(|r| r.iter().sum()).collect();
+                        let n = t.len();
+                        Tensor::<2>::from_data(TensorData::new(t, [n, 1]), &device)
+                    }
+                };
+                (totals.clamp_min(MIN_OBSERVED_LIBRARY).log(), None)
+            }
         };
 
         let genes = &spec.gene_index;
@@ -475,19 +625,6 @@ impl GimviModule {
         let all_genes =
             genes.len() == config.n_genes() && genes.iter().enumerate().all(|(i, &g)| i == g);
         let idx = (!all_genes).then(|| index_tensor(genes, &device));
-        let columns = |layer: &Linear, h: Tensor<2>| match &idx {
-            None => layer.forward(h),
-            Some(idx) => {
-                let w = layer.weight.val().select(1, idx.clone());
-                let out = h.matmul(w);
-                match &layer.bias {
-                    Some(b) => out.add(b.val().select(0, idx.clone()).unsqueeze_dim(0)),
-                    None => out,
-                }
-            }
-        };
-        // Eq. 5: softmax restricted to the dataset's genes = ρ_g / Σ_{g′ ∈ G′} ρ_g′.
-        let scale_logits = columns(&self.px_scale, h.clone());
         let likelihood = spec.likelihood;
         let theta = likelihood.has_dispersion().then(|| {
             let t = self.log_theta.val().narrow(0, m, 1);
@@ -496,26 +633,54 @@ impl GimviModule {
                 Some(idx) => t.select(1, idx.clone()).exp(),
             }
         });
-        let dropout = likelihood
-            .has_dropout()
-            .then(|| columns(&self.px_dropout, h));
         // Eq. 3 / Eq. 6, summed over genes. On CPU backends the fused host kernel computes value
         // and gradient in one pass (gimvi_likelihoods::fused); elsewhere the tensor forms run.
-        let log_p_rows = if host {
-            fused_log_prob_rows_softmax(
+        let log_p_rows = if wide {
+            let subset = (!all_genes).then(|| Arc::new(genes.clone()));
+            self.host_heads_log_prob(
                 likelihood,
                 &x_host,
-                scale_logits,
+                h,
                 log_library,
                 theta,
-                dropout,
+                subset,
+                config.n_genes(),
+                &mut host_grads,
             )
         } else {
-            let mu = softmax(scale_logits, 1).mul(log_library.exp());
-            likelihood
-                .log_prob(x, mu, theta, dropout)
-                .expect("theta and dropout logits are supplied where the likelihood needs them")
-                .sum_dim(1)
+            let columns = |layer: &Linear, h: Tensor<2>| match &idx {
+                None => layer.forward(h),
+                Some(idx) => {
+                    let w = layer.weight.val().select(1, idx.clone());
+                    let out = h.matmul(w);
+                    match &layer.bias {
+                        Some(b) => out.add(b.val().select(0, idx.clone()).unsqueeze_dim(0)),
+                        None => out,
+                    }
+                }
+            };
+            // Eq. 5: softmax restricted to the dataset's genes = ρ_g / Σ_{g′ ∈ G′} ρ_g′.
+            let scale_logits = columns(&self.px_scale, h.clone());
+            let dropout = likelihood
+                .has_dropout()
+                .then(|| columns(&self.px_dropout, h));
+            if host_path {
+                fused_log_prob_rows_softmax(
+                    likelihood,
+                    &x_host,
+                    scale_logits,
+                    log_library,
+                    theta,
+                    dropout,
+                )
+            } else {
+                let mu = softmax(scale_logits, 1).mul(log_library.exp());
+                let x = x.expect("the counts as a tensor off the host path");
+                likelihood
+                    .log_prob(x, mu, theta, dropout)
+                    .expect("theta and dropout logits are supplied where the likelihood needs them")
+                    .sum_dim(1)
+            }
         };
         let reconstruction = log_p_rows.neg();
         let mut kl = kl_normal_standard(qz_mean.clone(), qz_var.clone()).sum_dim(1);
@@ -528,7 +693,130 @@ impl GimviModule {
             z,
             reconstruction,
             kl,
+            host_grads,
         }
+    }
+
+    /// q(z | x, s) of the forward pass, from either form of the input.
+    fn encode_input(
+        &self,
+        m: usize,
+        input: &EncoderInput,
+        mut rng: Option<&mut ModelRng>,
+        host_grads: &mut Vec<HostGrad>,
+    ) -> (Tensor<2>, Tensor<2>) {
+        let h = match input {
+            EncoderInput::Dense(x) => self.private[m].forward(x.clone(), rng.as_deref_mut()),
+            EncoderInput::Sparse(x, device) => {
+                self.private[m].forward_sparse(x, device, rng.as_deref_mut(), host_grads)
+            }
+        };
+        let h = self.shared.forward(h, rng);
+        let var = self.z_log_var.forward(h.clone()).exp().add_scalar(VAR_EPS);
+        (self.z_mean.forward(h), var)
+    }
+
+    /// The decoder heads and the likelihood on the host (the host path, [`crate::host`]):
+    /// logits l = h W + b of the ρ head (and of the dropout head for ZINB) over the dataset's
+    /// genes (`subset`, or all `n_genes`), the fused likelihood with μ = ℓ softmax(l) (Eq. 5),
+    /// and Σ_g ln p per cell as a `[cells, 1]` tensor whose gradient reaches h, ln ℓ and θ
+    /// through the surrogate and W, b through `host_grads`.
+    #[allow(clippy::too_many_arguments)]
+    fn host_heads_log_prob(
+        &self,
+        likelihood: CountLikelihood,
+        x: &[f32],
+        h: Tensor<2>,
+        log_library: Tensor<2>,
+        theta: Option<Tensor<2>>,
+        subset: Option<Arc<Vec<usize>>>,
+        n_genes: usize,
+        host_grads: &mut Vec<HostGrad>,
+    ) -> Tensor<2> {
+        let device = h.device();
+        let [rows, k] = h.dims();
+        let cols = subset.as_ref().map_or(n_genes, |g| g.len());
+        // A head's weights (k × cols) and bias over the decoded genes.
+        let head = |layer: &Linear| -> (Vec<f32>, Vec<f32>) {
+            let w = host(layer.weight.val());
+            let b = layer
+                .bias
+                .as_ref()
+                .map_or_else(|| vec![0.0; n_genes], |b| host(b.val()));
+            match &subset {
+                None => (w, b),
+                Some(genes) => {
+                    let mut ws = Vec::with_capacity(k * cols);
+                    for j in 0..k {
+                        ws.extend(genes.iter().map(|&g| w[j * n_genes + g]));
+                    }
+                    (ws, genes.iter().map(|&g| b[g]).collect())
+                }
+            }
+        };
+        let h_host = Arc::new(host(h.clone()));
+        let logits_of = |(w, b): &(Vec<f32>, Vec<f32>)| -> Vec<f32> {
+            dense_matmul(&h_host, w, b, rows, k, cols)
+        };
+        let scale = head(&self.px_scale);
+        let dropout = likelihood.has_dropout().then(|| head(&self.px_dropout));
+        let scale_logits = logits_of(&scale);
+        let dropout_logits = dropout.as_ref().map(&logits_of).unwrap_or_default();
+        let theta_h = theta.as_ref().map(|t| host(t.clone())).unwrap_or_default();
+        let sg = softmax_value_and_grad(
+            likelihood,
+            cols,
+            x,
+            &scale_logits,
+            &host(log_library.clone()),
+            &theta_h,
+            &dropout_logits,
+        );
+        // ∂ Σ_g ln p / ∂h = ∂l Wᵀ (+ ∂π W_πᵀ).
+        let mut d_h = matmul_t(&sg.d_logits, &scale.0, rows, k, cols);
+        if let Some((w, _)) = &dropout {
+            let d = matmul_t(&sg.d_dropout, w, rows, k, cols);
+            for (a, b) in d_h.iter_mut().zip(d) {
+                *a += b;
+            }
+        }
+        let values: Vec<f32> = sg.row_values.iter().map(|&v| v as f32).collect();
+        let mut out = Tensor::<2>::from_data(TensorData::new(values, [rows, 1]), &device);
+        if device.is_autodiff() {
+            out = out.require_grad();
+            host_grads.push(HostGrad::output(
+                self.px_scale.weight.id,
+                self.px_scale.bias.as_ref().map(|b| b.id),
+                out.clone(),
+                h_host.clone(),
+                k,
+                sg.d_logits,
+                subset.clone(),
+                n_genes,
+            ));
+            if dropout.is_some() {
+                host_grads.push(HostGrad::output(
+                    self.px_dropout.weight.id,
+                    self.px_dropout.bias.as_ref().map(|b| b.id),
+                    out.clone(),
+                    h_host,
+                    k,
+                    sg.d_dropout,
+                    subset,
+                    n_genes,
+                ));
+            }
+        }
+        // (p − sg(p)) is exactly zero; multiplying by the host gradient re-attaches it.
+        let perturb = |p: Tensor<2>| p.clone().sub(p.detach());
+        let grad =
+            |v: Vec<f32>, c: usize| Tensor::<2>::from_data(TensorData::new(v, [rows, c]), &device);
+        out = out.add(perturb(h).mul(grad(d_h, k)).sum_dim(1));
+        out = out.add(perturb(log_library).mul(grad(sg.d_log_library, 1)));
+        if let Some(theta) = theta {
+            out = out.add(attach_theta(theta, &sg.d_theta, rows, cols));
+        }
+        out
     }
 }
 
@@ -541,6 +829,7 @@ pub(crate) fn index_tensor(idx: &[usize], device: &Device) -> Tensor<1, Int> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::module::ParamId;
     use rand::SeedableRng;
 
     /// Inverted dropout on the training device: about (1 − p) of the entries survive, scaled by
@@ -587,5 +876,135 @@ mod tests {
         let fraction = kept as f64 / positive as f64;
         // ~16,000 positive entries: the kept fraction is 0.8 ± 0.01 (3 standard deviations).
         assert!((fraction - 0.8).abs() < 0.01, "kept fraction {fraction}");
+    }
+
+    /// The host path (sparse encoder input layers, decoder heads on the host, parameter
+    /// gradients through leaves) gives the loss and every parameter gradient of the tensor-fed
+    /// fused path: a ZINB dataset over all genes with a latent library, and an NB dataset on a
+    /// gene subset with the observed library.
+    #[test]
+    #[allow(deprecated)] // burn-ndarray is the reference CPU backend of the tests.
+    fn host_path_matches_tensor_path() {
+        use crate::config::DatasetSpec;
+        use crate::host::ParamGrad;
+        let device = Device::ndarray().autodiff();
+        let g = 1500;
+        let genes: Vec<String> = (0..g).map(|i| format!("g{i}")).collect();
+        let subset: Vec<usize> = (0..g).filter(|i| i % 7 == 2).collect();
+        let sc = DatasetSpec {
+            name: "sc".into(),
+            genes: genes.clone(),
+            gene_index: (0..g).collect(),
+            likelihood: CountLikelihood::Zinb,
+            library: LibraryModel::Latent {
+                log_mean: 5.0,
+                log_var: 0.3,
+            },
+        };
+        let sp = DatasetSpec {
+            name: "sp".into(),
+            genes: subset.iter().map(|&i| genes[i].clone()).collect(),
+            gene_index: subset.clone(),
+            likelihood: CountLikelihood::Nb,
+            library: LibraryModel::Observed,
+        };
+        let config = ModelConfig::new(genes, vec![sc, sp]);
+        let module = GimviModule::new(&config, 11, &device).unwrap();
+        for (m, cols) in [(0usize, g), (1, subset.len())] {
+            let rows = 24;
+            let x: Vec<f32> = (0..rows * cols)
+                .map(|i| {
+                    if (i * 7919) % 10 < 7 {
+                        0.0
+                    } else {
+                        ((i * 31) % 9) as f32
+                    }
+                })
+                .collect();
+            let x = Tensor::<2>::from_data(TensorData::new(x, [rows, cols]), &device);
+            let run = |wide: bool| {
+                let mut rng = ModelRng::seed_from_u64(5);
+                let out = module.forward_with(&config, m, x.clone(), Some(&mut rng), true, wide);
+                assert_eq!(out.host_grads.is_empty(), !wide);
+                let loss = out
+                    .reconstruction
+                    .sum()
+                    .add(out.kl.sum())
+                    .div_scalar(rows as f64);
+                let value: f32 = host(loss.clone().reshape([1]))[0];
+                let grads = loss.backward();
+                let extra: Vec<ParamGrad> = out
+                    .host_grads
+                    .iter()
+                    .flat_map(|h| h.gradients(&grads))
+                    .collect();
+                let mut params: Vec<(ParamId, Vec<f32>)> = Vec::new();
+                let mut matrix = |p: &Param<Tensor<2>>| {
+                    let mut v = p.val().grad(&grads).map(host);
+                    for e in &extra {
+                        if let ParamGrad::Matrix(id, t) = e {
+                            if *id == p.id {
+                                let t = host(t.clone());
+                                v = Some(match v {
+                                    Some(a) => a.iter().zip(&t).map(|(a, b)| a + b).collect(),
+                                    None => t,
+                                });
+                            }
+                        }
+                    }
+                    params.push((p.id, v.expect("every weight has a gradient")));
+                };
+                matrix(&module.private[m].linear.weight);
+                matrix(&module.shared.linear.weight);
+                matrix(&module.z_mean.weight);
+                matrix(&module.px_scale.weight);
+                if m == 0 {
+                    matrix(&module.px_dropout.weight);
+                    matrix(&module.library[0].as_ref().unwrap().block.linear.weight);
+                }
+                matrix(&module.log_theta);
+                let mut vector = |p: &Param<Tensor<1>>| {
+                    let mut v = p.val().grad(&grads).map(host);
+                    for e in &extra {
+                        if let ParamGrad::Vector(id, t) = e {
+                            if *id == p.id {
+                                let t = host(t.clone());
+                                v = Some(match v {
+                                    Some(a) => a.iter().zip(&t).map(|(a, b)| a + b).collect(),
+                                    None => t,
+                                });
+                            }
+                        }
+                    }
+                    params.push((p.id, v.expect("every bias has a gradient")));
+                };
+                vector(module.private[m].linear.bias.as_ref().unwrap());
+                vector(module.px_scale.bias.as_ref().unwrap());
+                if m == 0 {
+                    vector(module.px_dropout.bias.as_ref().unwrap());
+                }
+                (value, params)
+            };
+            let (v_tensor, g_tensor) = run(false);
+            let (v_host, g_host) = run(true);
+            assert!(
+                ((v_tensor - v_host) / v_tensor).abs() < 1e-5,
+                "dataset {m}: loss {v_tensor} vs {v_host}"
+            );
+            for ((id, a), (_, b)) in g_tensor.iter().zip(&g_host) {
+                assert_eq!(a.len(), b.len());
+                let mut scale = a.iter().fold(0f32, |s, v| s.max(v.abs()));
+                if *id == module.private[m].linear.bias.as_ref().unwrap().id {
+                    // This bias feeds BatchNorm, so its exact gradient is 0 and both paths give
+                    // round-off: measured against its layer's weight gradient instead.
+                    scale = g_tensor[0].1.iter().fold(scale, |s, v| s.max(v.abs()));
+                }
+                let diff = a.iter().zip(b).fold(0f32, |s, (x, y)| s.max((x - y).abs()));
+                assert!(
+                    diff / scale < 1e-4,
+                    "dataset {m}, parameter {id}: max |Δ| {diff} vs max |g| {scale}"
+                );
+            }
+        }
     }
 }

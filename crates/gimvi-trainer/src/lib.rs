@@ -20,11 +20,15 @@
 
 use std::time::Instant;
 
+pub mod adam;
+
+use adam::HostAdam;
+
 use burn::module::Module;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use gimvi_data::CsrMatrix;
+use gimvi_model::host::ParamGrad;
 use gimvi_model::model::dense_batch;
 use gimvi_model::module::{reparameterise, Classifier, ModelRng};
 use gimvi_model::{GimviModel, ModelError};
@@ -264,12 +268,7 @@ pub fn train(
         .collect();
     let steps = batchers.iter().map(|b| b.chunks).max().unwrap_or(1);
 
-    let adam = || {
-        AdamConfig::new()
-            .with_epsilon(config.adam_epsilon as f32)
-            .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay as f32)))
-            .init()
-    };
+    let adam = || HostAdam::new(config.adam_epsilon as f32, config.weight_decay as f32).init();
     let mut optim = adam();
     let mut optim_classifier = adam();
     let GimviModel {
@@ -317,13 +316,21 @@ pub fn train(
             let mut labels = Vec::new();
             let mut n_cells = 0usize;
             let mut xs = Vec::with_capacity(n_sets);
+            let mut host_grads = Vec::new();
             for m in 0..n_sets {
                 let rows = batchers[m].next(&mut rng);
-                let x = dense_batch(data[m], &rows, &device);
                 if classifier.is_some() && config.classifier_second_pass {
-                    xs.push(x.clone());
+                    xs.push(dense_batch(data[m], &rows, &device));
                 }
-                let out = module.forward(&model_config, m, x, Some(&mut noise));
+                let out = module.forward_rows(
+                    &model_config,
+                    m,
+                    data[m],
+                    &rows,
+                    &device,
+                    Some(&mut noise),
+                );
+                host_grads.extend(out.host_grads);
                 n_cells += rows.len();
                 labels.extend(std::iter::repeat_n(m, rows.len()));
                 zs.push(out.z);
@@ -373,7 +380,14 @@ pub fn train(
                 loss = loss.add(fool.mul_scalar(config.kappa));
             }
             let loss_v = scalar(loss.clone());
-            let grads = GradientsParams::from_grads(loss.backward(), &module);
+            let grads = loss.backward();
+            // Layers on the host path get their parameter gradients from the leaves' (gimvi_model::host).
+            let extra: Vec<ParamGrad> = host_grads
+                .iter()
+                .flat_map(|h| h.gradients(&grads))
+                .collect();
+            let mut grads = GradientsParams::from_grads(grads, &module);
+            add_param_grads(&mut grads, extra);
             module = optim.step(config.learning_rate, module, grads);
 
             if let Some(c) = classifier.take() {
@@ -425,8 +439,14 @@ pub fn train(
             let (mut total, mut n) = (0.0, 0usize);
             for (m, cells) in validation_cells.iter().enumerate() {
                 for chunk in cells.chunks(1024) {
-                    let x = dense_batch(data[m], chunk, &eval_device);
-                    let out = eval.forward(&model_config, m, x, Some(&mut eval_noise));
+                    let out = eval.forward_rows(
+                        &model_config,
+                        m,
+                        data[m],
+                        chunk,
+                        &eval_device,
+                        Some(&mut eval_noise),
+                    );
                     total += scalar(out.reconstruction.add(out.kl).sum().reshape([1]));
                     n += chunk.len();
                 }
@@ -496,4 +516,28 @@ pub fn train(
         validation_cells,
         stopped_early,
     })
+}
+
+/// Adds gradients computed outside burn's graph (the model's host path) to burn's, summing
+/// where a parameter already has one (the decoder's weights also get the spatial dataset's
+/// gradient through the graph).
+fn add_param_grads(grads: &mut GradientsParams, extra: Vec<ParamGrad>) {
+    for g in extra {
+        match g {
+            ParamGrad::Matrix(id, t) => {
+                let t = match grads.remove::<2>(id) {
+                    Some(e) => e.add(t),
+                    None => t,
+                };
+                grads.register(id, t);
+            }
+            ParamGrad::Vector(id, t) => {
+                let t = match grads.remove::<1>(id) {
+                    Some(e) => e.add(t),
+                    None => t,
+                };
+                grads.register(id, t);
+            }
+        }
+    }
 }
