@@ -134,6 +134,87 @@ fn nb_terms(x: f64, mu: f64, theta: f64, lg_theta: f64, psi_theta: f64) -> (f64,
     (value, d_mu, d_theta)
 }
 
+/// Per-gene constants of θ: θ (+ EPS) in f32 for the zero pass, and θ, ln Γ(θ), ψ(θ) in f64
+/// for the non-zero entries.
+struct ThetaConsts {
+    theta32: Vec<f32>,
+    per_gene: Vec<(f64, f64, f64)>,
+}
+
+impl ThetaConsts {
+    fn new(theta: &[f32]) -> Self {
+        Self {
+            theta32: theta.iter().map(|&t| (f64::from(t) + EPS) as f32).collect(),
+            per_gene: theta
+                .iter()
+                .map(|&t| {
+                    let t = f64::from(t) + EPS;
+                    (t, ln_gamma(t), digamma(t))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One row (cell) of [`value_and_grad`]: returns Σ_g ln p and writes ∂μ, ∂θ (if used) and
+/// ∂π (if used) of its genes; `scratch` holds `cols` floats.
+#[allow(clippy::too_many_arguments)]
+fn row_value_and_grad(
+    likelihood: CountLikelihood,
+    xr: &[f32],
+    mr: &[f32],
+    tc: &ThetaConsts,
+    lr: &[f32],
+    dmr: &mut [f32],
+    dtr: &mut [f32],
+    dlr: &mut [f32],
+    scratch: &mut [f32],
+) -> f64 {
+    let cols = xr.len();
+    let per_gene = &tc.per_gene;
+    zero_pass(likelihood, mr, &tc.theta32, lr, dmr, dtr, dlr, scratch);
+    let mut acc = 0.0f64;
+    for g in 0..cols {
+        let xv = f64::from(xr[g]);
+        if xv == 0.0 {
+            acc += f64::from(scratch[g]);
+            continue;
+        }
+        let m = f64::from(mr[g]) + EPS;
+        match likelihood {
+            CountLikelihood::Poisson => {
+                acc += xv * m.ln() - m - ln_factorial(xv);
+                dmr[g] = (xv / m - 1.0) as f32;
+            }
+            CountLikelihood::Nb => {
+                let (t, lgt, pst) = per_gene[g];
+                let (v, a, b) = nb_terms(xv, m, t, lgt, pst);
+                acc += v;
+                dmr[g] = a as f32;
+                dtr[g] = b as f32;
+            }
+            CountLikelihood::Zinb => {
+                let (t, lgt, pst) = per_gene[g];
+                let pi = f64::from(lr[g]);
+                // softplus(π) and σ(π) from one exp and one log1p.
+                let e = (-pi.abs()).exp();
+                let sp_pos = pi.max(0.0) + e.ln_1p();
+                let s = if pi >= 0.0 {
+                    1.0 / (1.0 + e)
+                } else {
+                    e / (1.0 + e)
+                };
+                let (l, a, b) = nb_terms(xv, m, t, lgt, pst);
+                acc += l - sp_pos;
+                dmr[g] = a as f32;
+                dtr[g] = b as f32;
+                dlr[g] = (-s) as f32;
+            }
+        }
+    }
+    acc
+}
+
 /// Value and gradient of `likelihood` on a row-major `rows × cols` minibatch. `theta` holds one
 /// value per column (θ of each gene); `logits` is per element (ZINB only). Inputs are the raw
 /// parameters: [`EPS`] is added to μ and θ here, as the tensor forms do.
@@ -164,15 +245,7 @@ pub fn value_and_grad(
     if has_logit {
         assert_eq!(logits.len(), n, "logits have the shape of x");
     }
-    // Per-gene θ (+ EPS) in f32 for the zero pass, and θ, ln Γ(θ), ψ(θ) in f64 for the rest.
-    let theta32: Vec<f32> = theta.iter().map(|&t| (f64::from(t) + EPS) as f32).collect();
-    let per_gene: Vec<(f64, f64, f64)> = theta
-        .iter()
-        .map(|&t| {
-            let t = f64::from(t) + EPS;
-            (t, ln_gamma(t), digamma(t))
-        })
-        .collect();
+    let tc = ThetaConsts::new(theta);
     let rows = n / cols;
     let mut d_mu = vec![0.0f32; n];
     let mut d_theta = if has_theta { vec![0.0f32; n] } else { vec![] };
@@ -213,47 +286,8 @@ pub fn value_and_grad(
                     &mut [][..]
                 };
                 let dlr = if has_logit { &mut dl[row] } else { &mut [][..] };
-                zero_pass(likelihood, mr, &theta32, lr, dmr, dtr, dlr, &mut scratch);
-                let mut acc = 0.0f64;
-                for g in 0..cols {
-                    let xv = f64::from(xr[g]);
-                    if xv == 0.0 {
-                        acc += f64::from(scratch[g]);
-                        continue;
-                    }
-                    let m = f64::from(mr[g]) + EPS;
-                    match likelihood {
-                        CountLikelihood::Poisson => {
-                            acc += xv * m.ln() - m - ln_factorial(xv);
-                            dmr[g] = (xv / m - 1.0) as f32;
-                        }
-                        CountLikelihood::Nb => {
-                            let (t, lgt, pst) = per_gene[g];
-                            let (v, a, b) = nb_terms(xv, m, t, lgt, pst);
-                            acc += v;
-                            dmr[g] = a as f32;
-                            dtr[g] = b as f32;
-                        }
-                        CountLikelihood::Zinb => {
-                            let (t, lgt, pst) = per_gene[g];
-                            let pi = f64::from(lr[g]);
-                            // softplus(π) and σ(π) from one exp and one log1p.
-                            let e = (-pi.abs()).exp();
-                            let sp_pos = pi.max(0.0) + e.ln_1p();
-                            let s = if pi >= 0.0 {
-                                1.0 / (1.0 + e)
-                            } else {
-                                e / (1.0 + e)
-                            };
-                            let (l, a, b) = nb_terms(xv, m, t, lgt, pst);
-                            acc += l - sp_pos;
-                            dmr[g] = a as f32;
-                            dtr[g] = b as f32;
-                            dlr[g] = (-s) as f32;
-                        }
-                    }
-                }
-                *value = acc;
+                *value =
+                    row_value_and_grad(likelihood, xr, mr, &tc, lr, dmr, dtr, dlr, &mut scratch);
             }
         });
     ValueAndGrad {
@@ -403,7 +437,16 @@ pub fn attach_theta(theta: Tensor<2>, d_theta: &[f32], rows: usize, cols: usize)
             *s += f64::from(d);
         }
     }
-    let sum: Vec<f32> = sum.iter().map(|&v| (v / rows as f64) as f32).collect();
+    attach_theta_summed(theta, &sum, rows)
+}
+
+/// [`attach_theta`] from the host gradient already summed over the `rows` cells, per column.
+pub fn attach_theta_summed(theta: Tensor<2>, column_sums: &[f64], rows: usize) -> Tensor<2> {
+    let cols = column_sums.len();
+    let sum: Vec<f32> = column_sums
+        .iter()
+        .map(|&v| (v / rows as f64) as f32)
+        .collect();
     let device = theta.device();
     let g = Tensor::<2>::from_data(TensorData::new(sum, [1, cols]), &device);
     theta.clone().sub(theta.detach()).mul(g).sum_dim(1)
@@ -473,8 +516,8 @@ pub struct SoftmaxValueAndGrad {
     pub d_logits: Vec<f32>,
     /// ∂ Σ_g ln p / ∂ ln ℓ per row.
     pub d_log_library: Vec<f32>,
-    /// ∂ ln p / ∂θ per element (empty for Poisson).
-    pub d_theta: Vec<f32>,
+    /// Σ_n ∂ ln p_ng / ∂θ_g, summed over the rows, per column (empty for Poisson).
+    pub d_theta_sum: Vec<f64>,
     /// ∂ ln p / ∂π per element (empty unless ZINB).
     pub d_dropout: Vec<f32>,
 }
@@ -501,41 +544,96 @@ pub fn softmax_value_and_grad(
     );
     let rows = logits.len() / cols;
     assert_eq!(log_library.len(), rows, "one library per row");
-    // ρ and μ per row, in f64 for the normaliser, stored in f32 as the tensor path would.
-    let mut rho = vec![0.0f32; rows * cols];
-    let mut mu = vec![0.0f32; rows * cols];
-    rho.par_chunks_mut(cols)
-        .zip(mu.par_chunks_mut(cols))
-        .enumerate()
-        .for_each(|(r, (rho_r, mu_r))| {
-            softmax_row(
-                &logits[r * cols..(r + 1) * cols],
-                log_library[r],
-                rho_r,
-                mu_r,
-            )
-        });
-    let vg = value_and_grad(likelihood, cols, x, &mu, theta, dropout_logits);
-
-    // Chain rule through μ = ℓ softmax(l).
-    let mut d_l = vg.d_mu;
+    let n = rows * cols;
+    assert_eq!(x.len(), n, "x has the shape of the logits");
+    let has_theta = likelihood.has_dispersion();
+    let has_logit = likelihood.has_dropout();
+    if has_theta {
+        assert_eq!(theta.len(), cols, "one theta per column");
+    }
+    if has_logit {
+        assert_eq!(
+            dropout_logits.len(),
+            n,
+            "dropout logits have the shape of x"
+        );
+    }
+    let tc = ThetaConsts::new(theta);
+    let mut d_logits = vec![0.0f32; n];
+    let mut d_dropout = if has_logit { vec![0.0f32; n] } else { vec![] };
+    let mut row_values = vec![0.0f64; rows];
     let mut d_lib = vec![0.0f32; rows];
-    d_l.par_chunks_mut(cols)
-        .zip(d_lib.par_iter_mut())
+    // Row by row, every stage on one row while it is in cache: ρ and μ (the normaliser in
+    // f64, stored in f32 as the tensor path would), ln p and ∂/∂μ, ∂/∂θ, ∂/∂π, then the chain
+    // rule through μ = ℓ softmax(l); ∂/∂θ is summed over the chunk's rows on the way.
+    let chunk_rows = (rows / (4 * rayon::current_num_threads()).max(1)).clamp(1, 64);
+    let chunk = chunk_rows * cols;
+    let mut dl_chunks: Vec<&mut [f32]> = if has_logit {
+        d_dropout.chunks_mut(chunk).collect()
+    } else {
+        (0..rows.div_ceil(chunk_rows))
+            .map(|_| <&mut [f32]>::default())
+            .collect()
+    };
+    let theta_sums: Vec<Vec<f64>> = d_logits
+        .par_chunks_mut(chunk)
+        .zip(row_values.par_chunks_mut(chunk_rows))
+        .zip(d_lib.par_chunks_mut(chunk_rows))
+        .zip(dl_chunks.par_iter_mut())
         .enumerate()
-        .for_each(|(r, (d_r, d_lib_r))| {
-            *d_lib_r = softmax_chain_row(
-                &mu[r * cols..(r + 1) * cols],
-                &rho[r * cols..(r + 1) * cols],
-                d_r,
-            );
-        });
+        .map(|(c, (((d_l, rv), d_lib), d_pi))| {
+            let mut rho = vec![0.0f32; cols];
+            let mut mu = vec![0.0f32; cols];
+            let mut scratch = vec![0.0f32; cols];
+            let mut dt = vec![0.0f32; if has_theta { cols } else { 0 }];
+            let mut theta_sum = vec![0.0f64; if has_theta { cols } else { 0 }];
+            for (r, value) in rv.iter_mut().enumerate() {
+                let at = (c * chunk_rows + r) * cols..(c * chunk_rows + r + 1) * cols;
+                let row = r * cols..(r + 1) * cols;
+                softmax_row(
+                    &logits[at.clone()],
+                    log_library[at.start / cols],
+                    &mut rho,
+                    &mut mu,
+                );
+                let d_r = &mut d_l[row.clone()];
+                let (lr, dlr) = if has_logit {
+                    (&dropout_logits[at.clone()], &mut d_pi[row])
+                } else {
+                    (&[][..], &mut [][..])
+                };
+                *value = row_value_and_grad(
+                    likelihood,
+                    &x[at],
+                    &mu,
+                    &tc,
+                    lr,
+                    d_r,
+                    &mut dt,
+                    dlr,
+                    &mut scratch,
+                );
+                d_lib[r] = softmax_chain_row(&mu, &rho, d_r);
+                for (s, &d) in theta_sum.iter_mut().zip(&dt) {
+                    *s += f64::from(d);
+                }
+            }
+            theta_sum
+        })
+        .collect();
+    // Chunk sums added in chunk order (reproducible whatever the thread scheduling).
+    let mut d_theta_sum = vec![0.0f64; if has_theta { cols } else { 0 }];
+    for part in &theta_sums {
+        for (s, p) in d_theta_sum.iter_mut().zip(part) {
+            *s += p;
+        }
+    }
     SoftmaxValueAndGrad {
-        row_values: vg.row_values,
-        d_logits: d_l,
+        row_values,
+        d_logits,
         d_log_library: d_lib,
-        d_theta: vg.d_theta,
-        d_dropout: vg.d_logit,
+        d_theta_sum,
+        d_dropout,
     }
 }
 
@@ -678,28 +776,22 @@ pub fn fused_log_prob_rows_softmax(
         &theta_h,
         &dropout_h,
     );
-    let vg = ValueAndGrad {
-        row_values: sg.row_values,
-        d_mu: Vec::new(),
-        d_theta: sg.d_theta,
-        d_logit: sg.d_dropout,
-    };
     let (d_l, d_lib) = (sg.d_logits, sg.d_log_library);
 
     let grad =
         |v: Vec<f32>, c: usize| Tensor::<2>::from_data(TensorData::new(v, [rows, c]), &device);
-    let values: Vec<f32> = vg.row_values.iter().map(|&v| v as f32).collect();
+    let values: Vec<f32> = sg.row_values.iter().map(|&v| v as f32).collect();
     let perturb = |p: Tensor<2>| p.clone().sub(p.detach());
     let mut out = grad(values, 1);
     out = out.add(perturb(logits).mul(grad(d_l, cols)).sum_dim(1));
     out = out.add(perturb(log_library).mul(grad(d_lib, 1)));
     if likelihood.has_dispersion() {
         let theta = theta.expect("θ for a likelihood with dispersion");
-        out = out.add(attach_theta(theta, &vg.d_theta, rows, cols));
+        out = out.add(attach_theta_summed(theta, &sg.d_theta_sum, rows));
     }
     if likelihood.has_dropout() {
         let logits = dropout_logits.expect("dropout logits for ZINB");
-        out = out.add(perturb(logits).mul(grad(vg.d_logit, cols)).sum_dim(1));
+        out = out.add(perturb(logits).mul(grad(sg.d_dropout, cols)).sum_dim(1));
     }
     out
 }
