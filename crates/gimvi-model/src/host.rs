@@ -7,7 +7,7 @@
 //! between the host (where the fused likelihood runs) and the tensors. On CPU backends the
 //! model evaluates them on the host instead:
 //!
-//! * **Encoder input layers on sparse input.** ln(1 + x) of a minibatch is mostly zeros (86 %
+//! * **Encoder input layers on sparse input.** ln(1 + x) of a minibatch is mostly zeros (93 %
 //!   in the synthetic transcriptome benchmark, ~95 % in UMI data), so Y = X W is computed from
 //!   the non-zero entries only ([`SparseRows::matmul`]). Y enters the graph as a leaf that
 //!   retains its gradient ∂Y; after backward, ∂W = Xᵀ ∂Y is again a sparse product
