@@ -298,48 +298,21 @@ pub fn value_and_grad(
     }
 }
 
-/// The zero-count branch for one row, for every gene (non-zero entries are overwritten by the
-/// caller): ln p into `value`, derivatives into `dm`, `dt`, `dl`. Runtime dispatch to an
-/// AVX2 + FMA build of the same code where the CPU has it.
-#[allow(clippy::too_many_arguments)]
-fn zero_pass(
-    likelihood: CountLikelihood,
-    mu: &[f32],
-    theta: &[f32],
-    logits: &[f32],
-    dm: &mut [f32],
-    dt: &mut [f32],
-    dl: &mut [f32],
-    value: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only requirement
-            // of a `target_feature` function; the body is safe Rust.
-            unsafe { zero_pass_avx2(likelihood, mu, theta, logits, dm, dt, dl, value) };
-            return;
-        }
-    }
-    zero_pass_body(likelihood, mu, theta, logits, dm, dt, dl, value);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn zero_pass_avx2(
-    likelihood: CountLikelihood,
-    mu: &[f32],
-    theta: &[f32],
-    logits: &[f32],
-    dm: &mut [f32],
-    dt: &mut [f32],
-    dl: &mut [f32],
-    value: &mut [f32],
-) {
-    zero_pass_body(likelihood, mu, theta, logits, dm, dt, dl, value);
-}
+crate::simd_dispatch!(
+    /// The zero-count branch for one row, for every gene (non-zero entries are overwritten by
+    /// the caller): ln p into `value`, derivatives into `dm`, `dt`, `dl`. Runtime dispatch to
+    /// an AVX2 + FMA build of the same code where the CPU has it.
+    fn zero_pass(
+        likelihood: CountLikelihood,
+        mu: &[f32],
+        theta: &[f32],
+        logits: &[f32],
+        dm: &mut [f32],
+        dt: &mut [f32],
+        dl: &mut [f32],
+        value: &mut [f32]
+    ) = zero_pass_body, zero_pass_body;
+);
 
 /// ∂/∂θ of ln NB(0) = −θ ln(1 + q), q = μ/θ: μ/(θ+μ) − ln(1 + q), which cancels for small q;
 /// there its series −q²/2 + 2q³/3 − 3q⁴/4 + 4q⁵/5 − 5q⁶/6 is used (truncation < 2e−8 rel.).
@@ -452,7 +425,8 @@ pub fn attach_theta_summed(theta: Tensor<2>, column_sums: &[f64], rows: usize) -
     theta.clone().sub(theta.detach()).mul(g).sum_dim(1)
 }
 
-fn host_vec(t: Tensor<2>) -> Vec<f32> {
+/// A float tensor's values on the host as f32 (the copy every host path starts from).
+pub fn host_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
@@ -637,18 +611,6 @@ pub fn softmax_value_and_grad(
     }
 }
 
-/// Whether the CPU has AVX2 and FMA (runtime check; false off x86-64).
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// Σ_i a_i b_i of f32 values in f64 (b = 1 when `b` is `None`), with eight partial sums so
 /// that it vectorises.
 #[inline(always)]
@@ -683,23 +645,12 @@ fn dot_f64(a: &[f32], b: Option<&[f32]>) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
-/// One row of μ = ℓ softmax(l): ρ into `rho_r`, μ into `mu_r` (Eq. 5), the normaliser in f64.
-fn softmax_row(lr: &[f32], log_l: f32, rho_r: &mut [f32], mu_r: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only requirement
-        // of a `target_feature` function; the body is safe Rust.
-        unsafe { softmax_row_avx2(lr, log_l, rho_r, mu_r) };
-        return;
-    }
-    softmax_row_body(lr, log_l, rho_r, mu_r);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_row_avx2(lr: &[f32], log_l: f32, rho_r: &mut [f32], mu_r: &mut [f32]) {
-    softmax_row_body(lr, log_l, rho_r, mu_r);
-}
+crate::simd_dispatch!(
+    /// One row of μ = ℓ softmax(l): ρ into `rho_r`, μ into `mu_r` (Eq. 5), the normaliser in
+    /// f64.
+    fn softmax_row(lr: &[f32], log_l: f32, rho_r: &mut [f32], mu_r: &mut [f32])
+        = softmax_row_body, softmax_row_body;
+);
 
 #[inline(always)]
 fn softmax_row_body(lr: &[f32], log_l: f32, rho_r: &mut [f32], mu_r: &mut [f32]) {
@@ -717,22 +668,12 @@ fn softmax_row_body(lr: &[f32], log_l: f32, rho_r: &mut [f32], mu_r: &mut [f32])
     }
 }
 
-/// The chain rule of one row through μ = ℓ softmax(l): `d_r` holds ∂/∂μ on entry and ∂/∂l on
-/// return; returns ∂/∂ln ℓ = Σ_k μ_k ∂_μk.
-fn softmax_chain_row(mu_r: &[f32], rho_r: &[f32], d_r: &mut [f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: as in `softmax_row`.
-        return unsafe { softmax_chain_row_avx2(mu_r, rho_r, d_r) };
-    }
-    softmax_chain_row_body(mu_r, rho_r, d_r)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_chain_row_avx2(mu_r: &[f32], rho_r: &[f32], d_r: &mut [f32]) -> f32 {
-    softmax_chain_row_body(mu_r, rho_r, d_r)
-}
+crate::simd_dispatch!(
+    /// The chain rule of one row through μ = ℓ softmax(l): `d_r` holds ∂/∂μ on entry and ∂/∂l
+    /// on return; returns ∂/∂ln ℓ = Σ_k μ_k ∂_μk.
+    fn softmax_chain_row(mu_r: &[f32], rho_r: &[f32], d_r: &mut [f32]) -> f32
+        = softmax_chain_row_body, softmax_chain_row_body;
+);
 
 #[inline(always)]
 fn softmax_chain_row_body(mu_r: &[f32], rho_r: &[f32], d_r: &mut [f32]) -> f32 {

@@ -27,6 +27,40 @@
 //! ```
 #![warn(missing_docs)]
 
+/// Defines `fn name(args) -> ret` that runs `fast(args)` compiled for AVX2 + FMA when the CPU
+/// has them (a runtime check, cached by the standard library) and `slow(args)` otherwise:
+/// `simd_dispatch!(fn name(a: &[f32], b: f32) -> f32 = body::<true>, body::<false>);`.
+/// `fast` and `slow` are usually the same `#[inline(always)]` body (or two instances of a
+/// generic one), so that the AVX2 build is the same safe code compiled for wider vectors. The
+/// check runs on every call: put it around per-row or per-task kernels, inside rayon closures,
+/// so that the worker threads execute the vector code.
+#[macro_export]
+macro_rules! simd_dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?
+        = $fast:expr, $slow:expr;) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
+                    $fast($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only
+                    // requirement of a `target_feature` function; the body is safe Rust.
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            $slow($($arg),*)
+        }
+    };
+}
+
 pub mod count;
 mod fastmath;
 pub mod fused;

@@ -28,39 +28,12 @@ use std::sync::Arc;
 
 use burn::module::ParamId;
 use burn::tensor::{Gradients, Tensor, TensorData};
+use gimvi_likelihoods::fused::host_vec;
 use rayon::prelude::*;
 
 /// Datasets with at least this many genes take the host path on CPU backends; narrower ones
 /// (a 33-gene panel) keep burn's ops, where the host round trip would cost more than it saves.
 pub const HOST_PATH_MIN_GENES: usize = 1024;
-
-/// Defines `$name(args)` that runs `$body::<true>(args)` compiled for AVX2 + FMA when the CPU
-/// has them (runtime check) and `$body::<false>(args)` otherwise. The bodies are the per-task
-/// kernels below: the check runs once per task, inside the rayon closures, so the vector code
-/// is what the worker threads execute.
-macro_rules! simd_dispatch {
-    ($name:ident, $body:ident, ($($arg:ident : $ty:ty),*)) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn fast($($arg: $ty),*) {
-                    $body::<true>($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only
-                    // requirement of a `target_feature` function; the body is safe Rust.
-                    return unsafe { fast($($arg),*) };
-                }
-            }
-            $body::<false>($($arg),*)
-        }
-    };
-}
 
 /// o ← o + s x (fused multiply-add when `FMA`, which the caller guarantees the CPU has).
 #[inline(always)]
@@ -276,7 +249,16 @@ impl SparseRows {
     }
 }
 
-simd_dispatch!(sparse_matmul_task, sparse_matmul_body, (x: &SparseRows, w: &[f32], d_out: usize, j0: usize, j1: usize, y: &mut [f32]));
+gimvi_likelihoods::simd_dispatch!(
+    fn sparse_matmul_task(
+        x: &SparseRows,
+        w: &[f32],
+        d_out: usize,
+        j0: usize,
+        j1: usize,
+        y: &mut [f32]
+    ) = sparse_matmul_body::<true>, sparse_matmul_body::<false>;
+);
 
 #[inline(always)]
 fn sparse_matmul_body<const FMA: bool>(
@@ -296,7 +278,15 @@ fn sparse_matmul_body<const FMA: bool>(
     }
 }
 
-simd_dispatch!(sparse_t_matmul_task, sparse_t_matmul_body, (x: &SparseRows, d: &[f32], d_out: usize, j0: usize, out: &mut [f32]));
+gimvi_likelihoods::simd_dispatch!(
+    fn sparse_t_matmul_task(
+        x: &SparseRows,
+        d: &[f32],
+        d_out: usize,
+        j0: usize,
+        out: &mut [f32]
+    ) = sparse_t_matmul_body::<true>, sparse_t_matmul_body::<false>;
+);
 
 #[inline(always)]
 fn sparse_t_matmul_body<const FMA: bool>(
@@ -347,7 +337,16 @@ pub(crate) fn dense_matmul(
     out
 }
 
-simd_dispatch!(dense_rows_task, dense_rows_body, (a: &[f32], b: &[f32], bias: &[f32], k: usize, cols: usize, o: &mut [f32]));
+gimvi_likelihoods::simd_dispatch!(
+    fn dense_rows_task(
+        a: &[f32],
+        b: &[f32],
+        bias: &[f32],
+        k: usize,
+        cols: usize,
+        o: &mut [f32]
+    ) = dense_rows_body::<true>, dense_rows_body::<false>;
+);
 
 /// `o` holds whole rows; `a` starts at their first row.
 #[inline(always)]
@@ -385,7 +384,15 @@ pub(crate) fn matmul_t(d: &[f32], w: &[f32], rows: usize, k: usize, cols: usize)
     out
 }
 
-simd_dispatch!(matmul_t_task, matmul_t_body, (d: &[f32], w: &[f32], k: usize, cols: usize, o: &mut [f32]));
+gimvi_likelihoods::simd_dispatch!(
+    fn matmul_t_task(
+        d: &[f32],
+        w: &[f32],
+        k: usize,
+        cols: usize,
+        o: &mut [f32]
+    ) = matmul_t_body::<true>, matmul_t_body::<false>;
+);
 
 /// `o` holds whole rows of the result; `d` starts at their first row.
 #[inline(always)]
@@ -402,9 +409,20 @@ fn matmul_t_body<const FMA: bool>(d: &[f32], w: &[f32], k: usize, cols: usize, o
     }
 }
 
-// The output head's ∂W (`k × cols`) and ∂b (`cols`) for the block of columns starting at
-// `c0`: ∂W_j += h_nj ∂o_n D_n and ∂b += ∂o_n D_n over the rows n.
-simd_dispatch!(output_grad_task, output_grad_body, (h: &[f32], d_o: &[f32], d: &[f32], k: usize, cols: usize, c0: usize, dw_t: &mut [f32], db: &mut [f32]));
+gimvi_likelihoods::simd_dispatch!(
+    /// The output head's ∂W (`k × cols`) and ∂b (`cols`) for the block of columns starting
+    /// at `c0`: ∂W_j += h_nj ∂o_n D_n and ∂b += ∂o_n D_n over the rows n.
+    fn output_grad_task(
+        h: &[f32],
+        d_o: &[f32],
+        d: &[f32],
+        k: usize,
+        cols: usize,
+        c0: usize,
+        dw_t: &mut [f32],
+        db: &mut [f32]
+    ) = output_grad_body::<true>, output_grad_body::<false>;
+);
 
 /// `dw_t` is the block's ∂W stored `k × width` (width = `db.len()`).
 #[inline(always)]
@@ -530,7 +548,7 @@ impl HostGrad {
                     return Vec::new();
                 };
                 let device = dy.device();
-                let dw = x.t_matmul(&host(dy), *d_out);
+                let dw = x.t_matmul(&host_vec(dy), *d_out);
                 vec![ParamGrad::Matrix(
                     *weight,
                     Tensor::from_data(TensorData::new(dw, [x.cols(), *d_out]), &device),
@@ -550,7 +568,7 @@ impl HostGrad {
                     return Vec::new();
                 };
                 let device = d_o.device();
-                let d_o = host(d_o);
+                let d_o = host_vec(d_o);
                 let rows = d_o.len();
                 let cols = d.len() / rows.max(1);
                 // ∂W (k × cols over the head's genes) and ∂b, each row of D weighted by ∂o_n,
@@ -605,14 +623,6 @@ impl HostGrad {
             }
         }
     }
-}
-
-/// A tensor's values on the host as f32.
-pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("an f32 tensor")
 }
 
 #[cfg(test)]

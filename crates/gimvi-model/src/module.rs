@@ -7,7 +7,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use burn::tensor::{Device, Int, Shape, Tensor, TensorData};
 use gimvi_likelihoods::fused::{
-    attach_theta_summed, fused_log_prob_rows_softmax, is_host_device, softmax_value_and_grad,
+    attach_theta_summed, fused_log_prob_rows_softmax, host_vec, is_host_device,
+    softmax_value_and_grad,
 };
 use gimvi_likelihoods::CountLikelihood;
 use gimvi_likelihoods::{kl_normal, kl_normal_standard};
@@ -16,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution as _, StandardNormal};
 
 use crate::config::{LibraryModel, ModelConfig};
-use crate::host::{dense_matmul, host, matmul_t, HostGrad, SparseRows, HOST_PATH_MIN_GENES};
+use crate::host::{dense_matmul, matmul_t, HostGrad, SparseRows, HOST_PATH_MIN_GENES};
 use crate::model::dense_batch;
 use crate::ModelError;
 use gimvi_data::CsrMatrix;
@@ -108,7 +109,7 @@ impl FcBlock {
         host_grads: &mut Vec<HostGrad>,
     ) -> Tensor<2> {
         let [_, d_out] = self.linear.weight.dims();
-        let y = x.matmul(&host(self.linear.weight.val()), d_out);
+        let y = x.matmul(&host_vec(self.linear.weight.val()), d_out);
         let mut y = Tensor::<2>::from_data(TensorData::new(y, [x.rows(), d_out]), device);
         if device.is_autodiff() {
             y = y.require_grad();
@@ -500,7 +501,7 @@ impl GimviModule {
         // On CPU backends the counts come to the host once: ln(1 + x) is computed there (only
         // the non-zero entries need a logarithm) and the fused likelihood reads them.
         let x_host: Vec<f32> = if host_path {
-            host(x.clone())
+            host_vec(x.clone())
         } else {
             Vec::new()
         };
@@ -738,11 +739,11 @@ impl GimviModule {
         let cols = subset.as_ref().map_or(n_genes, |g| g.len());
         // A head's weights (k × cols) and bias over the decoded genes.
         let head = |layer: &Linear| -> (Vec<f32>, Vec<f32>) {
-            let w = host(layer.weight.val());
+            let w = host_vec(layer.weight.val());
             let b = layer
                 .bias
                 .as_ref()
-                .map_or_else(|| vec![0.0; n_genes], |b| host(b.val()));
+                .map_or_else(|| vec![0.0; n_genes], |b| host_vec(b.val()));
             match &subset {
                 None => (w, b),
                 Some(genes) => {
@@ -754,7 +755,7 @@ impl GimviModule {
                 }
             }
         };
-        let h_host = Arc::new(host(h.clone()));
+        let h_host = Arc::new(host_vec(h.clone()));
         let logits_of = |(w, b): &(Vec<f32>, Vec<f32>)| -> Vec<f32> {
             dense_matmul(&h_host, w, b, rows, k, cols)
         };
@@ -762,13 +763,16 @@ impl GimviModule {
         let dropout = likelihood.has_dropout().then(|| head(&self.px_dropout));
         let scale_logits = logits_of(&scale);
         let dropout_logits = dropout.as_ref().map(&logits_of).unwrap_or_default();
-        let theta_h = theta.as_ref().map(|t| host(t.clone())).unwrap_or_default();
+        let theta_h = theta
+            .as_ref()
+            .map(|t| host_vec(t.clone()))
+            .unwrap_or_default();
         let sg = softmax_value_and_grad(
             likelihood,
             cols,
             x,
             &scale_logits,
-            &host(log_library.clone()),
+            &host_vec(log_library.clone()),
             &theta_h,
             &dropout_logits,
         );
@@ -932,7 +936,7 @@ mod tests {
                     .sum()
                     .add(out.kl.sum())
                     .div_scalar(rows as f64);
-                let value: f32 = host(loss.clone().reshape([1]))[0];
+                let value: f32 = host_vec(loss.clone().reshape([1]))[0];
                 let grads = loss.backward();
                 let extra: Vec<ParamGrad> = out
                     .host_grads
@@ -941,11 +945,11 @@ mod tests {
                     .collect();
                 let mut params: Vec<(ParamId, Vec<f32>)> = Vec::new();
                 let mut matrix = |p: &Param<Tensor<2>>| {
-                    let mut v = p.val().grad(&grads).map(host);
+                    let mut v = p.val().grad(&grads).map(host_vec);
                     for e in &extra {
                         if let ParamGrad::Matrix(id, t) = e {
                             if *id == p.id {
-                                let t = host(t.clone());
+                                let t = host_vec(t.clone());
                                 v = Some(match v {
                                     Some(a) => a.iter().zip(&t).map(|(a, b)| a + b).collect(),
                                     None => t,
@@ -965,11 +969,11 @@ mod tests {
                 }
                 matrix(&module.log_theta);
                 let mut vector = |p: &Param<Tensor<1>>| {
-                    let mut v = p.val().grad(&grads).map(host);
+                    let mut v = p.val().grad(&grads).map(host_vec);
                     for e in &extra {
                         if let ParamGrad::Vector(id, t) = e {
                             if *id == p.id {
-                                let t = host(t.clone());
+                                let t = host_vec(t.clone());
                                 v = Some(match v {
                                     Some(a) => a.iter().zip(&t).map(|(a, b)| a + b).collect(),
                                     None => t,

@@ -13,7 +13,7 @@ use burn::optim::{
     Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
 };
 use burn::tensor::{Device, Tensor, TensorData};
-use gimvi_likelihoods::fused::is_host_device;
+use gimvi_likelihoods::fused::{host_vec, is_host_device};
 use rayon::prelude::*;
 
 /// Parameters with at least this many elements take the host path.
@@ -53,13 +53,6 @@ impl HostAdam {
     }
 }
 
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("an f32 tensor")
-}
-
 impl Optimizer for HostAdam {
     type State<const D: usize> = AdamState<D>;
 
@@ -76,12 +69,12 @@ impl Optimizer for HostAdam {
         if n < HOST_ADAM_MIN_ELEMENTS || !is_host_device(&device) {
             return self.inner.step(lr, tensor, grad, state);
         }
-        let mut p = host(tensor);
-        let g = host(grad);
+        let mut p = host_vec(tensor);
+        let g = host_vec(grad);
         let (mut m, mut v, time) = match state {
             Some(s) => (
-                host(s.momentum.moment_1),
-                host(s.momentum.moment_2),
+                host_vec(s.momentum.moment_1),
+                host_vec(s.momentum.moment_2),
                 s.momentum.time + 1,
             ),
             None => (vec![0.0f32; n], vec![0.0f32; n], 1),
@@ -145,7 +138,7 @@ mod tests {
             (a, sa) = ours.step(1e-3, a, g.clone(), sa);
             (b, sb) = reference.step(1e-3, b, g, sb);
         }
-        let (a, b) = (host(a), host(b));
+        let (a, b) = (host_vec(a), host_vec(b));
         let moved = a.iter().zip(&init).any(|(x, y)| (x - y).abs() > 1e-4);
         assert!(moved, "three steps move the parameters");
         for (x, y) in a.iter().zip(&b) {
@@ -153,7 +146,7 @@ mod tests {
         }
         let (ma, mb) = (sa.unwrap().momentum, sb.unwrap().momentum);
         assert_eq!(ma.time, mb.time);
-        for (x, y) in host(ma.moment_2).iter().zip(&host(mb.moment_2)) {
+        for (x, y) in host_vec(ma.moment_2).iter().zip(&host_vec(mb.moment_2)) {
             assert!((x - y).abs() <= 1e-6 * y.abs().max(1e-6), "{x} vs {y}");
         }
     }
