@@ -134,6 +134,19 @@ fn nb_terms(x: f64, mu: f64, theta: f64, lg_theta: f64, psi_theta: f64) -> (f64,
     (value, d_mu, d_theta)
 }
 
+/// `v` cut into chunks of `chunk` elements, or, for an output the likelihood does not have
+/// (`used` false, `v` empty), as many empty slices as `n` elements make chunks — so that the
+/// per-chunk outputs can be zipped together whatever the likelihood.
+fn split(v: &mut [f32], used: bool, chunk: usize, n: usize) -> Vec<&mut [f32]> {
+    if used {
+        v.chunks_mut(chunk).collect()
+    } else {
+        (0..n.div_ceil(chunk))
+            .map(|_| <&mut [f32]>::default())
+            .collect()
+    }
+}
+
 /// Per-gene constants of θ: θ (+ EPS) in f32 for the zero pass, and θ, ln Γ(θ), ψ(θ) in f64
 /// for the non-zero entries.
 struct ThetaConsts {
@@ -255,15 +268,6 @@ pub fn value_and_grad(
     // Split every output into row chunks and process them in parallel.
     let chunk_rows = (rows / (4 * rayon::current_num_threads()).max(1)).clamp(1, 64);
     let chunk = chunk_rows * cols;
-    fn split(v: &mut [f32], used: bool, chunk: usize, n: usize) -> Vec<&mut [f32]> {
-        if used {
-            v.chunks_mut(chunk).collect()
-        } else {
-            (0..n.div_ceil(chunk))
-                .map(|_| <&mut [f32]>::default())
-                .collect()
-        }
-    }
     let mut dt_chunks = split(&mut d_theta, has_theta, chunk, n);
     let mut dl_chunks = split(&mut d_logit, has_logit, chunk, n);
     d_mu.par_chunks_mut(chunk)
@@ -542,13 +546,7 @@ pub fn softmax_value_and_grad(
     // rule through μ = ℓ softmax(l); ∂/∂θ is summed over the chunk's rows on the way.
     let chunk_rows = (rows / (4 * rayon::current_num_threads()).max(1)).clamp(1, 64);
     let chunk = chunk_rows * cols;
-    let mut dl_chunks: Vec<&mut [f32]> = if has_logit {
-        d_dropout.chunks_mut(chunk).collect()
-    } else {
-        (0..rows.div_ceil(chunk_rows))
-            .map(|_| <&mut [f32]>::default())
-            .collect()
-    };
+    let mut dl_chunks = split(&mut d_dropout, has_logit, chunk, n);
     let theta_sums: Vec<Vec<f64>> = d_logits
         .par_chunks_mut(chunk)
         .zip(row_values.par_chunks_mut(chunk_rows))

@@ -105,11 +105,33 @@ impl SparseRows {
     pub fn log1p_of_dense(x: &[f32], cols: usize) -> Self {
         assert!(cols > 0 && x.len().is_multiple_of(cols), "x is rows × cols");
         let rows = x.len() / cols;
+        Self::log1p_of_entries(rows, cols, |r| {
+            x[r * cols..(r + 1) * cols].iter().copied().enumerate()
+        })
+    }
+
+    /// ln(1 + x) of the given rows of a CSR count matrix (a minibatch), straight from its
+    /// stored entries: no dense copy is scanned.
+    ///
+    /// # Panics
+    /// If a row index is out of range or the batch has 2³² rows or more (internal contract).
+    pub fn log1p_of_rows(counts: &gimvi_data::CsrMatrix, rows: &[usize]) -> Self {
+        Self::log1p_of_entries(rows.len(), counts.n_cols(), |i| counts.row(rows[i]))
+    }
+
+    /// ln(1 + x) of `rows` rows of `cols` columns whose (column, value) entries `row(i)` lists
+    /// (zeros may be listed or not), into the column-major pattern: a counting sort by column,
+    /// rows ascending within a column.
+    fn log1p_of_entries<I: Iterator<Item = (usize, f32)>>(
+        rows: usize,
+        cols: usize,
+        row: impl Fn(usize) -> I,
+    ) -> Self {
         assert!(u32::try_from(rows).is_ok(), "fewer than 2³² rows");
         let table = ln_1p_table();
         let mut colptr = vec![0usize; cols + 1];
-        for row in x.chunks(cols) {
-            for (j, &v) in row.iter().enumerate() {
+        for r in 0..rows {
+            for (j, v) in row(r) {
                 colptr[j + 1] += usize::from(v != 0.0);
             }
         }
@@ -120,8 +142,8 @@ impl SparseRows {
         let mut next = colptr.clone();
         let mut row_of = vec![0u32; nnz];
         let mut val_of = vec![0f32; nnz];
-        for (r, row) in x.chunks(cols).enumerate() {
-            for (j, &v) in row.iter().enumerate() {
+        for r in 0..rows {
+            for (j, v) in row(r) {
                 if v != 0.0 {
                     let k = next[j];
                     row_of[k] = r as u32;
@@ -132,47 +154,6 @@ impl SparseRows {
         }
         Self {
             rows,
-            cols,
-            colptr,
-            row_of,
-            val_of,
-        }
-    }
-
-    /// ln(1 + x) of the given rows of a CSR count matrix (a minibatch), straight from its
-    /// stored entries: no dense copy is scanned.
-    ///
-    /// # Panics
-    /// If a row index is out of range or the batch has 2³² rows or more (internal contract).
-    pub fn log1p_of_rows(counts: &gimvi_data::CsrMatrix, rows: &[usize]) -> Self {
-        assert!(u32::try_from(rows.len()).is_ok(), "fewer than 2³² rows");
-        let cols = counts.n_cols();
-        let table = ln_1p_table();
-        let mut colptr = vec![0usize; cols + 1];
-        for &r in rows {
-            for (j, v) in counts.row(r) {
-                colptr[j + 1] += usize::from(v != 0.0);
-            }
-        }
-        for j in 0..cols {
-            colptr[j + 1] += colptr[j];
-        }
-        let nnz = colptr[cols];
-        let mut next = colptr.clone();
-        let mut row_of = vec![0u32; nnz];
-        let mut val_of = vec![0f32; nnz];
-        for (i, &r) in rows.iter().enumerate() {
-            for (j, v) in counts.row(r) {
-                if v != 0.0 {
-                    let k = next[j];
-                    row_of[k] = i as u32;
-                    val_of[k] = ln_1p_count(table, v);
-                    next[j] += 1;
-                }
-            }
-        }
-        Self {
-            rows: rows.len(),
             cols,
             colptr,
             row_of,

@@ -127,6 +127,19 @@ impl FcBlock {
         self.activate(pre, rng)
     }
 
+    /// [`FcBlock::forward`] of a first layer on either form of the encoders' input.
+    fn forward_input(
+        &self,
+        input: &EncoderInput,
+        rng: Option<&mut ModelRng>,
+        host_grads: &mut Vec<HostGrad>,
+    ) -> Tensor<2> {
+        match input {
+            EncoderInput::Dense(x) => self.forward(x.clone(), rng),
+            EncoderInput::Sparse(x, device) => self.forward_sparse(x, device, rng, host_grads),
+        }
+    }
+
     /// BatchNorm → ReLU → dropout of the linear layer's output.
     fn activate(&self, pre: Tensor<2>, rng: Option<&mut ModelRng>) -> Tensor<2> {
         let h = relu(self.norm.forward(pre));
@@ -161,11 +174,13 @@ pub struct LibraryEncoder {
 }
 
 impl LibraryEncoder {
-    fn forward(&self, x_log: Tensor<2>, rng: Option<&mut ModelRng>) -> (Tensor<2>, Tensor<2>) {
-        self.heads(self.block.forward(x_log, rng))
-    }
-
-    fn heads(&self, h: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    fn forward_input(
+        &self,
+        input: &EncoderInput,
+        rng: Option<&mut ModelRng>,
+        host_grads: &mut Vec<HostGrad>,
+    ) -> (Tensor<2>, Tensor<2>) {
+        let h = self.block.forward_input(input, rng, host_grads);
         let var = self.log_var.forward(h.clone()).exp().add_scalar(VAR_EPS);
         (self.mean.forward(h), var)
     }
@@ -374,20 +389,7 @@ impl GimviModule {
         x: Tensor<2>,
         rng: Option<&mut ModelRng>,
     ) -> (Tensor<2>, Tensor<2>) {
-        self.encode_log1p(m, x.log1p(), rng)
-    }
-
-    /// [`GimviModule::encode`] from ln(1 + x) already computed.
-    fn encode_log1p(
-        &self,
-        m: usize,
-        log1p_x: Tensor<2>,
-        mut rng: Option<&mut ModelRng>,
-    ) -> (Tensor<2>, Tensor<2>) {
-        let h = self.private[m].forward(log1p_x, rng.as_deref_mut());
-        let h = self.shared.forward(h, rng);
-        let var = self.z_log_var.forward(h.clone()).exp().add_scalar(VAR_EPS);
-        (self.z_mean.forward(h), var)
+        self.encode_input(m, &EncoderInput::Dense(x.log1p()), rng, &mut Vec::new())
     }
 
     /// q(ln ℓ | x) for dataset `m` when its library is latent.
@@ -397,19 +399,10 @@ impl GimviModule {
         x: Tensor<2>,
         rng: Option<&mut ModelRng>,
     ) -> Option<(Tensor<2>, Tensor<2>)> {
-        self.encode_library_log1p(m, x.log1p(), rng)
-    }
-
-    /// [`GimviModule::encode_library`] from ln(1 + x) already computed.
-    fn encode_library_log1p(
-        &self,
-        m: usize,
-        log1p_x: Tensor<2>,
-        rng: Option<&mut ModelRng>,
-    ) -> Option<(Tensor<2>, Tensor<2>)> {
+        let input = EncoderInput::Dense(x.log1p());
         self.library[m]
             .as_ref()
-            .map(|enc| enc.forward(log1p_x, rng))
+            .map(|enc| enc.forward_input(&input, rng, &mut Vec::new()))
     }
 
     /// Decoder up to the output layers: `[cells, hidden]` features of z (and of the dataset
@@ -583,16 +576,9 @@ impl GimviModule {
             None => qz_mean.clone(),
         };
         // Library: latent (sampled from q) or observed (Eq. 9: ℓ′ = observed total).
-        let library = self.library[m].as_ref().map(|enc| {
-            let h = match &input {
-                EncoderInput::Dense(x) => enc.block.forward(x.clone(), rng.as_deref_mut()),
-                EncoderInput::Sparse(x, device) => {
-                    enc.block
-                        .forward_sparse(x, device, rng.as_deref_mut(), &mut host_grads)
-                }
-            };
-            enc.heads(h)
-        });
+        let library = self.library[m]
+            .as_ref()
+            .map(|enc| enc.forward_input(&input, rng.as_deref_mut(), &mut host_grads));
         let (log_library, kl_library) = match (library, spec.library) {
             (Some((ql_mean, ql_var)), LibraryModel::Latent { log_mean, log_var }) => {
                 let log_l = match rng.as_deref_mut() {
@@ -706,12 +692,7 @@ impl GimviModule {
         mut rng: Option<&mut ModelRng>,
         host_grads: &mut Vec<HostGrad>,
     ) -> (Tensor<2>, Tensor<2>) {
-        let h = match input {
-            EncoderInput::Dense(x) => self.private[m].forward(x.clone(), rng.as_deref_mut()),
-            EncoderInput::Sparse(x, device) => {
-                self.private[m].forward_sparse(x, device, rng.as_deref_mut(), host_grads)
-            }
-        };
+        let h = self.private[m].forward_input(input, rng.as_deref_mut(), host_grads);
         let h = self.shared.forward(h, rng);
         let var = self.z_log_var.forward(h.clone()).exp().add_scalar(VAR_EPS);
         (self.z_mean.forward(h), var)
