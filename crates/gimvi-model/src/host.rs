@@ -69,14 +69,14 @@ fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// ln(1 + k) for the integer counts k < 4,096 (most entries of real count matrices).
-fn ln_1p_table() -> &'static [f32] {
+pub(crate) fn ln_1p_table() -> &'static [f32] {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| (0..4096).map(|k| (k as f64).ln_1p() as f32).collect())
 }
 
 /// ln(1 + v), from the table for integer counts below its size.
 #[inline]
-fn ln_1p_count(table: &[f32], v: f32) -> f32 {
+pub(crate) fn ln_1p_count(table: &[f32], v: f32) -> f32 {
     if (0.0..table.len() as f32).contains(&v) && v.fract() == 0.0 {
         table[v as usize]
     } else {
@@ -348,6 +348,55 @@ fn dense_rows_body<const FMA: bool>(
                 axpy::<FMA>(ob, s, &b[j * cols + c0..j * cols + c1]);
             }
         }
+    }
+}
+
+/// `c ← a b + beta c` for an `m × k` matrix `a` and a `k × n` matrix `b`, each given by its
+/// row and column strides (so transposes are free), into the row-major `m × n` `c`: a small
+/// dense product through `matrixmultiply`'s packed kernels (AVX2/FMA detected at run time).
+///
+/// # Panics
+/// If a slice is too short for the extents and strides given.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    beta: f32,
+    c: &mut [f32],
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= m * n, "c holds m × n");
+    if k > 0 {
+        assert!(a.len() > (m - 1) * rsa + (k - 1) * csa, "a holds m × k");
+        assert!(b.len() > (k - 1) * rsb + (n - 1) * csb, "b holds k × n");
+    }
+    let s = |x: usize| isize::try_from(x).expect("strides fit in isize");
+    // SAFETY: the asserts above keep every element the strides address inside the slices;
+    // `c` is a unique borrow, so it aliases neither `a` nor `b`.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            s(rsa),
+            s(csa),
+            b.as_ptr(),
+            s(rsb),
+            s(csb),
+            beta,
+            c.as_mut_ptr(),
+            s(n),
+            1,
+        );
     }
 }
 

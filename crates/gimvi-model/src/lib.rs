@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod host;
+pub mod hoststep;
 pub mod model;
 pub mod module;
 pub mod simulate;

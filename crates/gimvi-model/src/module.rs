@@ -39,10 +39,27 @@ pub type ModelRng = ChaCha8Rng;
 /// Standard-normal noise of `shape` drawn from `rng`, on `device`.
 pub fn normal_noise(shape: Shape, rng: &mut ModelRng, device: &Device) -> Tensor<2> {
     let dims = shape.dims::<2>();
-    let v: Vec<f32> = (0..dims[0] * dims[1])
-        .map(|_| StandardNormal.sample(rng))
-        .collect();
+    let v = normal_host(dims[0] * dims[1], rng);
     Tensor::from_data(TensorData::new(v, dims), device)
+}
+
+/// `n` standard-normal draws from `rng`, in order (the host side of [`normal_noise`]).
+pub(crate) fn normal_host(n: usize, rng: &mut ModelRng) -> Vec<f32> {
+    (0..n).map(|_| StandardNormal.sample(rng)).collect()
+}
+
+/// An inverted-dropout mask of `n` entries for rate `dropout`: 1/(1 − rate) where an entry is
+/// kept, 0 where dropped. An entry is kept when a uniform 32-bit draw falls below
+/// (1 − rate) · 2³², filled in bulk from the block cipher (one word per entry).
+pub(crate) fn dropout_mask(n: usize, dropout: f64, rng: &mut ModelRng) -> Vec<f32> {
+    let keep = 1.0 - dropout;
+    let threshold = (keep * 4_294_967_296.0).min(u32::MAX as f64) as u32;
+    let scale = (1.0 / keep) as f32;
+    let mut bits = vec![0u32; n];
+    rng.fill(&mut bits[..]);
+    bits.iter()
+        .map(|&b| if b < threshold { scale } else { 0.0 })
+        .collect()
 }
 
 /// A reparameterised draw mean + √var · ε with ε ~ N(0, I) from `rng`: the z and ℓ samples of
@@ -77,9 +94,9 @@ fn linear(d_in: usize, d_out: usize, rng: &mut ModelRng, device: &Device) -> Lin
 /// batch statistics are active only on an autodiff (training) device.
 #[derive(Module, Debug)]
 pub struct FcBlock {
-    linear: Linear,
-    norm: BatchNorm,
-    dropout: f64,
+    pub(crate) linear: Linear,
+    pub(crate) norm: BatchNorm,
+    pub(crate) dropout: f64,
 }
 
 impl FcBlock {
@@ -145,18 +162,8 @@ impl FcBlock {
         let h = relu(self.norm.forward(pre));
         match rng {
             Some(rng) if self.dropout > 0.0 && h.device().is_autodiff() => {
-                let keep = 1.0 - self.dropout;
                 let [n, d] = h.dims();
-                // Inverted dropout: keep an entry when a uniform 32-bit draw falls below
-                // keep · 2³², filled in bulk from the block cipher (one word per entry).
-                let threshold = (keep * 4_294_967_296.0).min(u32::MAX as f64) as u32;
-                let scale = (1.0 / keep) as f32;
-                let mut bits = vec![0u32; n * d];
-                rng.fill(&mut bits[..]);
-                let mask: Vec<f32> = bits
-                    .iter()
-                    .map(|&b| if b < threshold { scale } else { 0.0 })
-                    .collect();
+                let mask = dropout_mask(n * d, self.dropout, rng);
                 let device = h.device();
                 h.mul(Tensor::from_data(TensorData::new(mask, [n, d]), &device))
             }
@@ -168,9 +175,9 @@ impl FcBlock {
 /// q(ln ℓ | x): one hidden block, then mean and log-variance heads.
 #[derive(Module, Debug)]
 pub struct LibraryEncoder {
-    block: FcBlock,
-    mean: Linear,
-    log_var: Linear,
+    pub(crate) block: FcBlock,
+    pub(crate) mean: Linear,
+    pub(crate) log_var: Linear,
 }
 
 impl LibraryEncoder {
@@ -189,8 +196,8 @@ impl LibraryEncoder {
 /// The adversarial dataset classifier on z.
 #[derive(Module, Debug)]
 pub struct Classifier {
-    blocks: Vec<FcBlock>,
-    out: Linear,
+    pub(crate) blocks: Vec<FcBlock>,
+    pub(crate) out: Linear,
 }
 
 impl Classifier {
@@ -282,16 +289,16 @@ fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
 /// Gaussian heads of q(z | x, s), library encoders, the decoder and θ.
 #[derive(Module, Debug)]
 pub struct GimviModule {
-    private: Vec<FcBlock>,
-    shared: FcBlock,
-    z_mean: Linear,
-    z_log_var: Linear,
-    library: Vec<Option<LibraryEncoder>>,
-    decoder_hidden: Vec<FcBlock>,
-    px_scale: Linear,
-    px_dropout: Linear,
+    pub(crate) private: Vec<FcBlock>,
+    pub(crate) shared: FcBlock,
+    pub(crate) z_mean: Linear,
+    pub(crate) z_log_var: Linear,
+    pub(crate) library: Vec<Option<LibraryEncoder>>,
+    pub(crate) decoder_hidden: Vec<FcBlock>,
+    pub(crate) px_scale: Linear,
+    pub(crate) px_dropout: Linear,
     /// ln θ, one row per dataset, one column per gene of G ("gene-batch").
-    log_theta: Param<Tensor<2>>,
+    pub(crate) log_theta: Param<Tensor<2>>,
 }
 
 /// Everything the forward pass of one dataset's minibatch produces.

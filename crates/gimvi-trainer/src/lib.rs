@@ -30,7 +30,7 @@ use burn::tensor::Tensor;
 use gimvi_data::CsrMatrix;
 use gimvi_model::host::ParamGrad;
 use gimvi_model::model::dense_batch;
-use gimvi_model::module::{reparameterise, Classifier, ModelRng};
+use gimvi_model::module::{reparameterise, Classifier, GimviModule, ModelRng};
 use gimvi_model::{GimviModel, ModelError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -69,6 +69,13 @@ pub struct TrainConfig {
     /// pair of `docs/performance.md` (3 seeds × 5 folds): the second pass costs 15–18 % per
     /// epoch and moved the 10-epoch median ρ̃ from 0.234 to 0.240 (within seed noise).
     pub classifier_second_pass: bool,
+    /// Run each training step on the host when the model allows it (default `true`): on CPU
+    /// backends, with every dataset narrower than 1,024 genes and without
+    /// `classifier_second_pass`, the forward pass, the loss and every gradient are computed by
+    /// [`GimviModule::host_step`] and [`Classifier::host_step`] instead of burn's autodiff
+    /// graph — the same step up to float summation order, ~3× faster at the paper's scale
+    /// (`docs/performance.md`, round 7). `false` always uses the graph.
+    pub host_step: bool,
     /// Seed of the split, the minibatch order and every random draw on the device.
     pub seed: u64,
     /// Show a progress bar on the terminal (never shown when stderr is not a terminal).
@@ -88,6 +95,7 @@ impl Default for TrainConfig {
             train_fraction: 0.9,
             early_stopping_patience: None,
             classifier_second_pass: false,
+            host_step: true,
             seed: 0,
             progress: true,
         }
@@ -279,6 +287,10 @@ pub fn train(
     let mut module = module;
     let adversarial = config.kappa > 0.0;
     let mut classifier = adversarial.then(|| Classifier::new(&model_config, &mut noise, &device));
+    // The whole step on the host where the model allows it (gimvi_model::hoststep).
+    let use_host_step = config.host_step
+        && !(adversarial && config.classifier_second_pass)
+        && GimviModule::host_step_supported(&model_config, &device);
 
     let bar = if config.progress {
         ProgressBar::new(config.epochs as u64)
@@ -310,6 +322,64 @@ pub fn train(
         let (mut sum_loss, mut sum_rec, mut sum_kl, mut sum_cls) = (0.0, 0.0, 0.0, 0.0);
         let mut cells_seen = 0usize;
         for step in 0..steps {
+            if use_host_step {
+                let rows: Vec<Vec<usize>> = batchers.iter_mut().map(|b| b.next(&mut rng)).collect();
+                let batches: Vec<(&CsrMatrix, &[usize])> = data
+                    .iter()
+                    .zip(&rows)
+                    .map(|(d, r)| (*d, r.as_slice()))
+                    .collect();
+                let n_cells: usize = rows.iter().map(Vec::len).sum();
+                let out = module.host_step(
+                    &model_config,
+                    &batches,
+                    classifier.as_ref().map(|c| (c, config.kappa)),
+                    beta,
+                    &mut noise,
+                    &device,
+                );
+                let terms = [
+                    ("reconstruction loss", Some(out.reconstruction)),
+                    ("KL divergence", Some(out.kl)),
+                    ("adversarial (fool) loss", out.fool),
+                ];
+                for (term, value) in terms {
+                    if let Some(value) = value.filter(|v| !v.is_finite()) {
+                        return Err(TrainError::Diverged {
+                            epoch,
+                            step,
+                            term,
+                            value,
+                        });
+                    }
+                }
+                let loss_v =
+                    out.reconstruction + beta * out.kl + config.kappa * out.fool.unwrap_or(0.0);
+                let mut grads = GradientsParams::new();
+                add_param_grads(&mut grads, out.grads);
+                module = optim.step(config.learning_rate, module, grads);
+                if let Some(c) = classifier.take() {
+                    let (value, cls_grads) =
+                        c.host_step(&out.z, &out.labels, config.kappa, &mut noise, &device);
+                    if !value.is_finite() {
+                        return Err(TrainError::Diverged {
+                            epoch,
+                            step,
+                            term: "classifier loss",
+                            value: value * config.kappa,
+                        });
+                    }
+                    sum_cls += value * n_cells as f64;
+                    let mut grads = GradientsParams::new();
+                    add_param_grads(&mut grads, cls_grads);
+                    classifier = Some(optim_classifier.step(config.learning_rate, c, grads));
+                }
+                sum_loss += loss_v * n_cells as f64;
+                sum_rec += out.reconstruction * n_cells as f64;
+                sum_kl += out.kl * n_cells as f64;
+                cells_seen += n_cells;
+                continue;
+            }
             let mut rec_total: Option<Tensor<1>> = None;
             let mut kl_total: Option<Tensor<1>> = None;
             let mut zs = Vec::with_capacity(n_sets);
