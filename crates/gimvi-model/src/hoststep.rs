@@ -12,7 +12,9 @@
 //! The random draws (dropout masks, reparameterisation noise) come from the same generator in
 //! the same order as on the tensor path, so both paths give the same step up to float
 //! summation order: `host_step_matches_tensor_step` in this crate's tests compares the losses,
-//! every parameter gradient and the running statistics.
+//! every parameter gradient and the running statistics. The draws are made first, so the
+//! datasets' passes then run in parallel (rayon); their gradients and running statistics are
+//! combined in dataset order, so a seeded run does not depend on the thread count.
 
 use std::collections::HashMap;
 
@@ -21,6 +23,7 @@ use burn::nn::{BatchNorm, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
 use gimvi_data::CsrMatrix;
 use gimvi_likelihoods::fused::{host_vec, is_host_device, softmax_value_and_grad};
+use rayon::prelude::*;
 
 use crate::config::{LibraryModel, ModelConfig};
 use crate::host::{gemm, ln_1p_count, ln_1p_table, ParamGrad, HOST_PATH_MIN_GENES};
@@ -85,6 +88,14 @@ impl HostGrads {
                 self.order.push(id);
                 self.grads.insert(id, (g, dims));
             }
+        }
+    }
+
+    /// Adds every gradient of `other` (in its order of registration).
+    fn merge(&mut self, mut other: HostGrads) {
+        for id in std::mem::take(&mut other.order) {
+            let (g, dims) = other.grads.remove(&id).expect("registered");
+            self.add(id, g, dims);
         }
     }
 
@@ -158,7 +169,7 @@ impl HostLinear {
 }
 
 /// An [`FcBlock`] on the host: Linear → BatchNorm (batch statistics) → ReLU → dropout.
-struct HostBlock<'a> {
+struct HostBlock {
     linear: HostLinear,
     gamma: Vec<f32>,
     beta: Vec<f32>,
@@ -167,10 +178,9 @@ struct HostBlock<'a> {
     epsilon: f64,
     momentum: f64,
     dropout: f64,
-    /// The running statistics, updated after every pass and written back by `finish`.
+    /// The running statistics, moved by `record` and written back by `finish`.
     running_mean: Vec<f32>,
     running_var: Vec<f32>,
-    norm: &'a BatchNorm,
 }
 
 /// What a block's backward pass needs from its forward pass.
@@ -184,8 +194,14 @@ struct BlockCache {
     rows: usize,
 }
 
-impl<'a> HostBlock<'a> {
-    fn of(block: &'a FcBlock) -> Self {
+/// A minibatch's mean and biased variance per feature (burn's `batch_norm_train`).
+struct BatchStats {
+    mean: Vec<f64>,
+    var: Vec<f64>,
+}
+
+impl HostBlock {
+    fn of(block: &FcBlock) -> Self {
         let norm = &block.norm;
         Self {
             linear: HostLinear::of(&block.linear),
@@ -198,7 +214,6 @@ impl<'a> HostBlock<'a> {
             dropout: block.dropout,
             running_mean: host_vec(norm.running_mean.value_sync()),
             running_var: host_vec(norm.running_var.value_sync()),
-            norm,
         }
     }
 
@@ -206,12 +221,21 @@ impl<'a> HostBlock<'a> {
         self.linear.d_out
     }
 
-    /// The block's training-mode output on `x` (`rows × d_in`) and its cache; the running
-    /// statistics move towards the batch's (momentum as burn's `BatchNorm`).
-    fn forward(&mut self, x: Vec<f32>, rows: usize, rng: &mut ModelRng) -> (Vec<f32>, BlockCache) {
+    /// The dropout mask of a pass over `rows` rows (none without dropout).
+    fn draw_mask(&self, rows: usize, rng: &mut ModelRng) -> Option<Vec<f32>> {
+        (self.dropout > 0.0).then(|| dropout_mask(rows * self.width(), self.dropout, rng))
+    }
+
+    /// The block's training-mode output on `x` (`rows × d_in`) with the dropout `mask`, its
+    /// cache and the batch statistics (for `record`).
+    fn forward(
+        &self,
+        x: Vec<f32>,
+        rows: usize,
+        mask: Option<Vec<f32>>,
+    ) -> (Vec<f32>, BlockCache, BatchStats) {
         let d = self.width();
         let pre = self.linear.forward(&x, rows);
-        // Batch mean and biased variance per feature (burn's batch_norm_train).
         let mut mean = vec![0.0f64; d];
         for r in pre.chunks_exact(d) {
             mean.iter_mut().zip(r).for_each(|(m, &v)| *m += v as f64);
@@ -242,14 +266,6 @@ impl<'a> HostBlock<'a> {
                 a[j] = (n[j] * self.gamma[j] + self.beta[j]).max(0.0);
             }
         }
-        let momentum = self.momentum;
-        for j in 0..d {
-            self.running_mean[j] =
-                (self.running_mean[j] as f64 * (1.0 - momentum) + mean[j] * momentum) as f32;
-            self.running_var[j] =
-                (self.running_var[j] as f64 * (1.0 - momentum) + var[j] * momentum) as f32;
-        }
-        let mask = (self.dropout > 0.0).then(|| dropout_mask(rows * d, self.dropout, rng));
         let out = match &mask {
             Some(m) => active.iter().zip(m).map(|(a, m)| a * m).collect(),
             None => active.clone(),
@@ -262,7 +278,19 @@ impl<'a> HostBlock<'a> {
             mask,
             rows,
         };
-        (out, cache)
+        (out, cache, BatchStats { mean, var })
+    }
+
+    /// Moves the running statistics towards a pass's batch statistics (burn's `BatchNorm`:
+    /// running ← (1 − momentum) running + momentum batch).
+    fn record(&mut self, stats: &BatchStats) {
+        let momentum = self.momentum;
+        for j in 0..self.width() {
+            self.running_mean[j] =
+                (self.running_mean[j] as f64 * (1.0 - momentum) + stats.mean[j] * momentum) as f32;
+            self.running_var[j] =
+                (self.running_var[j] as f64 * (1.0 - momentum) + stats.var[j] * momentum) as f32;
+        }
     }
 
     /// Backward through dropout, ReLU, BatchNorm (burn's batch_norm_train_backward) and the
@@ -313,13 +341,13 @@ impl<'a> HostBlock<'a> {
             .backward(&cache.input, &dy, rows, need_dx, grads)
     }
 
-    /// Writes the running statistics back into the burn module.
-    fn finish(self) {
-        let device = self.norm.gamma.val().device();
+    /// Writes the running statistics back into the burn module's `norm`.
+    fn finish(self, norm: &BatchNorm) {
+        let device = norm.gamma.val().device();
         let d = self.width();
         let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [d]), &device);
-        self.norm.running_mean.update(t(self.running_mean));
-        self.norm.running_var.update(t(self.running_var));
+        norm.running_mean.update(t(self.running_mean));
+        norm.running_var.update(t(self.running_var));
     }
 }
 
@@ -334,17 +362,17 @@ struct GaussianDraw {
     draw: Vec<f32>,
 }
 
+/// The Gaussian heads on `h` with the standard-normal draws `eps`.
 fn gaussian_draw(
     mean_l: &HostLinear,
     var_l: &HostLinear,
     h: &[f32],
     rows: usize,
-    rng: &mut ModelRng,
+    eps: Vec<f32>,
 ) -> GaussianDraw {
     let mean = mean_l.forward(h, rows);
     let exp: Vec<f32> = var_l.forward(h, rows).iter().map(|a| a.exp()).collect();
     let var: Vec<f32> = exp.iter().map(|e| e + VAR_EPS as f32).collect();
-    let eps = normal_host(mean.len(), rng);
     let draw = mean
         .iter()
         .zip(&var)
@@ -411,14 +439,14 @@ pub struct HostStep {
     pub labels: Vec<usize>,
 }
 
-/// A classifier on the host, with its forward caches.
-struct HostClassifier<'a> {
-    blocks: Vec<HostBlock<'a>>,
+/// A classifier on the host.
+struct HostClassifier {
+    blocks: Vec<HostBlock>,
     out: HostLinear,
 }
 
-impl<'a> HostClassifier<'a> {
-    fn of(c: &'a Classifier) -> Self {
+impl HostClassifier {
+    fn of(c: &Classifier) -> Self {
         Self {
             blocks: c.blocks.iter().map(HostBlock::of).collect(),
             out: HostLinear::of(&c.out),
@@ -444,7 +472,9 @@ impl<'a> HostClassifier<'a> {
         let mut h = z.to_vec();
         let mut caches = Vec::with_capacity(self.blocks.len());
         for b in &mut self.blocks {
-            let (out, cache) = b.forward(h, rows, rng);
+            let mask = b.draw_mask(rows, rng);
+            let (out, cache, stats) = b.forward(h, rows, mask);
+            b.record(&stats);
             caches.push(cache);
             h = out;
         }
@@ -460,16 +490,11 @@ impl<'a> HostClassifier<'a> {
             let max = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
             let lse = l.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
             for k in 0..c {
-                let target = if fool {
-                    if k == labels[n] {
-                        0.0
-                    } else {
-                        1.0 / (c - 1) as f64
-                    }
-                } else if k == labels[n] {
-                    1.0
-                } else {
-                    0.0
+                let target = match (fool, k == labels[n]) {
+                    (true, true) => 0.0,
+                    (true, false) => 1.0 / (c - 1) as f64,
+                    (false, true) => 1.0,
+                    (false, false) => 0.0,
                 };
                 let logp = l[k] as f64 - lse;
                 total -= target * logp;
@@ -495,8 +520,10 @@ impl<'a> HostClassifier<'a> {
         (value, Some(dh))
     }
 
-    fn finish(self) {
-        self.blocks.into_iter().for_each(HostBlock::finish);
+    fn finish(self, c: &Classifier) {
+        for (b, block) in self.blocks.into_iter().zip(&c.blocks) {
+            b.finish(&block.norm);
+        }
     }
 }
 
@@ -516,8 +543,309 @@ impl Classifier {
         let mut host = HostClassifier::of(self);
         let mut grads = HostGrads::default();
         let (value, _) = host.loss(z, labels, false, kappa, false, Some(&mut grads), rng);
-        host.finish();
-        (value, grads.into_param_grads(device))
+        host.finish(self);
+        (
+            value,
+            grads.into_param_grads(&device.clone().without_autodiff()),
+        )
+    }
+}
+
+/// The networks of a [`GimviModule`] on the host, read-only during the datasets' passes.
+struct HostNets {
+    private: Vec<HostBlock>,
+    shared: HostBlock,
+    z_mean: HostLinear,
+    z_log_var: HostLinear,
+    /// Library encoders: block, mean head, log-variance head.
+    library: Vec<Option<(HostBlock, HostLinear, HostLinear)>>,
+    decoder: Vec<HostBlock>,
+    px_scale: HostLinear,
+    px_dropout: HostLinear,
+    log_theta: Vec<f32>,
+    log_theta_id: ParamId,
+}
+
+/// The random draws of one dataset's pass, in the tensor path's order (private block, shared
+/// block, z, library block, ln ℓ, decoder blocks).
+struct Draws {
+    private: Option<Vec<f32>>,
+    shared: Option<Vec<f32>>,
+    z: Vec<f32>,
+    library: Option<(Option<Vec<f32>>, Vec<f32>)>,
+    decoder: Vec<Option<Vec<f32>>>,
+}
+
+/// One dataset's forward pass, with the decoder side already differentiated.
+struct DatasetPass {
+    rows: usize,
+    c_private: BlockCache,
+    c_shared: BlockCache,
+    h_shared: Vec<f32>,
+    zq: GaussianDraw,
+    /// ∂loss/∂z so far (decoder); the classifier's share is added before `encoder_backward`.
+    d_z: Vec<f32>,
+    /// Gradients of the decoder, θ and the library encoder.
+    grads: HostGrads,
+    /// Batch statistics: private, shared, library (if any), decoder blocks.
+    stats: Vec<BatchStats>,
+    /// Σ over cells of −ln p and of the KL terms.
+    rec: f64,
+    kl: f64,
+}
+
+impl HostNets {
+    fn draws(&self, config: &ModelConfig, m: usize, rows: usize, rng: &mut ModelRng) -> Draws {
+        let private = self.private[m].draw_mask(rows, rng);
+        let shared = self.shared.draw_mask(rows, rng);
+        let z = normal_host(rows * config.n_latent, rng);
+        let library = self.library[m].as_ref().map(|(block, ..)| {
+            let mask = block.draw_mask(rows, rng);
+            (mask, normal_host(rows, rng))
+        });
+        let decoder = self
+            .decoder
+            .iter()
+            .map(|b| b.draw_mask(rows, rng))
+            .collect();
+        Draws {
+            private,
+            shared,
+            z,
+            library,
+            decoder,
+        }
+    }
+
+    /// Dataset `m`'s forward pass (Eq. 8–9) and the backward of everything after z except
+    /// the classifier: decoder heads, θ, ln ℓ and the library encoder. `inv_n` is 1/N for the
+    /// step's N cells, `beta` the KL weight.
+    #[allow(clippy::too_many_arguments)]
+    fn dataset_pass(
+        &self,
+        config: &ModelConfig,
+        m: usize,
+        counts: &CsrMatrix,
+        rows_idx: &[usize],
+        draws: Draws,
+        beta: f64,
+        inv_n: f64,
+    ) -> DatasetPass {
+        let spec = &config.datasets[m];
+        let d_lat = config.n_latent;
+        let n_sets = config.datasets.len();
+        let n_genes = config.n_genes();
+        let rows = rows_idx.len();
+        let cols = counts.n_cols();
+        let mut grads = HostGrads::default();
+        let mut stats = Vec::new();
+        let mut x = vec![0f32; rows * cols];
+        for (i, &r) in rows_idx.iter().enumerate() {
+            for (c, v) in counts.row(r) {
+                x[i * cols + c] = v;
+            }
+        }
+        let table = ln_1p_table();
+        let input: Vec<f32> = x.iter().map(|&c| ln_1p_count(table, c)).collect();
+        // Encoder: private block, shared block, Gaussian heads (q(z | x, s)).
+        let (h1, c_private, s) = self.private[m].forward(input.clone(), rows, draws.private);
+        stats.push(s);
+        let (h2, c_shared, s) = self.shared.forward(h1, rows, draws.shared);
+        stats.push(s);
+        let zq = gaussian_draw(&self.z_mean, &self.z_log_var, &h2, rows, draws.z);
+        let mut kl_rows = vec![0.0f64; rows];
+        // Library: latent (q(ln ℓ | x) against the LogNormal prior) or the observed total.
+        let mut latent = None;
+        let log_library: Vec<f32> = match (&self.library[m], spec.library, draws.library) {
+            (
+                Some((block, ml, vl)),
+                LibraryModel::Latent { log_mean, log_var },
+                Some((mask, eps)),
+            ) => {
+                let (hl, cl, s) = block.forward(input, rows, mask);
+                stats.push(s);
+                let lq = gaussian_draw(ml, vl, &hl, rows, eps);
+                let (pm, pv) = (log_mean as f32 as f64, log_var.max(VAR_EPS) as f32 as f64);
+                let mut d_mean = vec![0.0f32; rows];
+                let mut d_var = vec![0.0f32; rows];
+                for i in 0..rows {
+                    let (mq, vq) = (lq.mean[i] as f64, lq.var[i] as f64);
+                    let r = vq / pv;
+                    // KL(q ‖ prior) = ½ ((m_q − m_p)²/v_p + r − 1 − ln r), r = v_q / v_p.
+                    kl_rows[i] += 0.5 * ((mq - pm).powi(2) / pv + (r - 1.0) - (r - 1.0).ln_1p());
+                    d_mean[i] = (beta * inv_n * (mq - pm) / pv) as f32;
+                    d_var[i] = (beta * inv_n * 0.5 * (1.0 / pv - 1.0 / vq)) as f32;
+                }
+                let log_l = lq.draw.clone();
+                latent = Some((block, ml, vl, cl, hl, lq, d_mean, d_var));
+                log_l
+            }
+            // Eq. 9: ℓ′ is the observed total (floored so that an empty cell gives ln 1).
+            _ if cols == 0 => vec![0.0; rows],
+            _ => x
+                .chunks_exact(cols)
+                .map(|r| r.iter().sum::<f32>().max(MIN_OBSERVED_LIBRARY as f32).ln())
+                .collect(),
+        };
+        // Decoder features of z (and of the one-hot dataset when conditioned).
+        let k0 = d_lat + if config.condition_decoder { n_sets } else { 0 };
+        let mut hd = Vec::with_capacity(rows * k0);
+        for r in zq.draw.chunks_exact(d_lat) {
+            hd.extend_from_slice(r);
+            if config.condition_decoder {
+                hd.extend((0..n_sets).map(|s| if s == m { 1.0f32 } else { 0.0 }));
+            }
+        }
+        let mut dec_caches = Vec::with_capacity(self.decoder.len());
+        for (b, mask) in self.decoder.iter().zip(draws.decoder) {
+            let (out, cache, s) = b.forward(hd, rows, mask);
+            stats.push(s);
+            dec_caches.push(cache);
+            hd = out;
+        }
+        let k = self.px_scale.d_in;
+        // The heads over the dataset's genes G′ (Eq. 5: the softmax restricted to G′).
+        let genes = &spec.gene_index;
+        let cols_g = genes.len();
+        let gather = |l: &HostLinear| -> (Vec<f32>, Vec<f32>) {
+            let mut w = Vec::with_capacity(k * cols_g);
+            for j in 0..k {
+                w.extend(genes.iter().map(|&g| l.w[j * n_genes + g]));
+            }
+            (w, genes.iter().map(|&g| l.b[g]).collect())
+        };
+        let likelihood = spec.likelihood;
+        let scale = gather(&self.px_scale);
+        let drop = likelihood.has_dropout().then(|| gather(&self.px_dropout));
+        let scale_logits = affine(&hd, &scale.0, &scale.1, rows, k, cols_g);
+        let drop_logits = drop
+            .as_ref()
+            .map(|(w, b)| affine(&hd, w, b, rows, k, cols_g))
+            .unwrap_or_default();
+        let theta: Vec<f32> = if likelihood.has_dispersion() {
+            let t = &self.log_theta[m * n_genes..(m + 1) * n_genes];
+            genes.iter().map(|&g| t[g].exp()).collect()
+        } else {
+            Vec::new()
+        };
+        // Eq. 3 / Eq. 6 with μ = ℓ softmax(l): value and gradients in one fused pass.
+        let sg = softmax_value_and_grad(
+            likelihood,
+            cols_g,
+            &x,
+            &scale_logits,
+            &log_library,
+            &theta,
+            &drop_logits,
+        );
+        let rec = -sg.row_values.iter().sum::<f64>();
+        // The loss weight of each cell's Σ_g ln p is −1/N.
+        let w_rec = -inv_n as f32;
+        let mut d_hd = vec![0.0f32; rows * k];
+        let mut head = |l: &HostLinear, (w, _): &(Vec<f32>, Vec<f32>), d: &[f32]| {
+            let d_l: Vec<f32> = d.iter().map(|v| v * w_rec).collect();
+            let dx = times_t(&d_l, w, rows, k, cols_g);
+            d_hd.iter_mut().zip(dx).for_each(|(a, b)| *a += b);
+            // ∂W and ∂b on the dataset's columns of the full [k, G] head.
+            let dw = t_times(&hd, &d_l, rows, k, cols_g);
+            let mut full_w = vec![0.0f32; k * n_genes];
+            for j in 0..k {
+                for (c, &g) in genes.iter().enumerate() {
+                    full_w[j * n_genes + g] = dw[j * cols_g + c];
+                }
+            }
+            grads.add(l.w_id, full_w, vec![k, n_genes]);
+            if let Some(b_id) = l.b_id {
+                let mut full_b = vec![0.0f32; n_genes];
+                for r in d_l.chunks_exact(cols_g) {
+                    for (c, &g) in genes.iter().enumerate() {
+                        full_b[g] += r[c];
+                    }
+                }
+                grads.add(b_id, full_b, vec![n_genes]);
+            }
+        };
+        head(&self.px_scale, &scale, &sg.d_logits);
+        if let Some(drop) = &drop {
+            head(&self.px_dropout, drop, &sg.d_dropout);
+        }
+        if likelihood.has_dispersion() {
+            let mut d_log_theta = vec![0.0f32; n_sets * n_genes];
+            for (c, &g) in genes.iter().enumerate() {
+                // θ = exp(ln θ): ∂ ln θ = ∂θ θ.
+                d_log_theta[m * n_genes + g] =
+                    (-inv_n * sg.d_theta_sum[c] * theta[c] as f64) as f32;
+            }
+            grads.add(self.log_theta_id, d_log_theta, vec![n_sets, n_genes]);
+        }
+        // Back through the decoder's hidden blocks to z.
+        for (b, cache) in self.decoder.iter().zip(&dec_caches).rev() {
+            d_hd = b
+                .backward(cache, d_hd, true, Some(&mut grads))
+                .expect("dx requested");
+        }
+        let mut d_z: Vec<f32> = Vec::with_capacity(rows * d_lat);
+        for r in d_hd.chunks_exact(k0) {
+            d_z.extend_from_slice(&r[..d_lat]);
+        }
+        // The library encoder, from the likelihood's ∂ ln ℓ and its KL term.
+        if let Some((block, ml, vl, cl, hl, lq, d_mean, d_var)) = latent {
+            let d_draw: Vec<f32> = sg.d_log_library.iter().map(|v| v * w_rec).collect();
+            let dh = lq.backward(ml, vl, &hl, rows, &d_draw, d_mean, d_var, &mut grads);
+            block.backward(&cl, dh, false, Some(&mut grads));
+        }
+        // KL(q(z) ‖ N(0, I)) = ½ Σ_j (m² + v − 1 − ln v).
+        for (i, (mr, vr)) in zq
+            .mean
+            .chunks_exact(d_lat)
+            .zip(zq.var.chunks_exact(d_lat))
+            .enumerate()
+        {
+            for (&mq, &vq) in mr.iter().zip(vr) {
+                let (mq, vq) = (mq as f64, vq as f64);
+                kl_rows[i] += 0.5 * (mq * mq + (vq - 1.0) - (vq - 1.0).ln_1p());
+            }
+        }
+        DatasetPass {
+            rows,
+            c_private,
+            c_shared,
+            h_shared: h2,
+            zq,
+            d_z,
+            grads,
+            stats,
+            rec,
+            kl: kl_rows.iter().sum(),
+        }
+    }
+
+    /// The encoder's backward for a dataset pass whose ∂z is complete: the Gaussian heads
+    /// (with the KL gradients), the shared block and the private block.
+    fn encoder_backward(&self, m: usize, mut p: DatasetPass, beta: f64, inv_n: f64) -> HostGrads {
+        let w = beta * inv_n;
+        let d_mean: Vec<f32> = p.zq.mean.iter().map(|&v| w as f32 * v).collect();
+        let d_var: Vec<f32> =
+            p.zq.var
+                .iter()
+                .map(|&v| (w * 0.5 * (1.0 - 1.0 / v as f64)) as f32)
+                .collect();
+        let dh2 = p.zq.backward(
+            &self.z_mean,
+            &self.z_log_var,
+            &p.h_shared,
+            p.rows,
+            &p.d_z,
+            d_mean,
+            d_var,
+            &mut p.grads,
+        );
+        let dh1 = self
+            .shared
+            .backward(&p.c_shared, dh2, true, Some(&mut p.grads))
+            .expect("dx requested");
+        self.private[m].backward(&p.c_private, dh1, false, Some(&mut p.grads));
+        p.grads
     }
 }
 
@@ -559,240 +887,60 @@ impl GimviModule {
         );
         let n_total: usize = batches.iter().map(|(_, r)| r.len()).sum();
         let inv_n = 1.0 / n_total as f64;
-        let d_lat = config.n_latent;
-        let n_sets = config.datasets.len();
-        let mut grads = HostGrads::default();
-        let mut private: Vec<HostBlock> = self.private.iter().map(HostBlock::of).collect();
-        let mut shared = HostBlock::of(&self.shared);
-        let z_mean = HostLinear::of(&self.z_mean);
-        let z_log_var = HostLinear::of(&self.z_log_var);
-        let mut decoder: Vec<HostBlock> = self.decoder_hidden.iter().map(HostBlock::of).collect();
-        let px_scale = HostLinear::of(&self.px_scale);
-        let px_dropout = HostLinear::of(&self.px_dropout);
-        let log_theta = host_vec(self.log_theta.val());
-        let n_genes = config.n_genes();
-        let mut d_log_theta = vec![0.0f32; n_sets * n_genes];
-        let (mut used_theta, mut used_dropout) = (false, false);
-        let mut d_scale_w = vec![0.0f32; px_scale.d_in * n_genes];
-        let mut d_scale_b = vec![0.0f32; n_genes];
-        let mut d_drop_w = vec![0.0f32; px_dropout.d_in * n_genes];
-        let mut d_drop_b = vec![0.0f32; n_genes];
-        let (mut rec_sum, mut kl_sum) = (0.0f64, 0.0f64);
-
-        // Per dataset: the forward pass, the reconstruction and KL gradients back to z, kept
-        // until the classifier's gradient on z is known.
-        struct Pending<'b> {
-            rows: usize,
-            c_private: BlockCache,
-            c_shared: BlockCache,
-            h_shared: Vec<f32>,
-            zq: GaussianDraw,
-            d_z: Vec<f32>,
-            library: Option<(HostBlock<'b>, BlockCache, Vec<f32>, HostLinear, HostLinear)>,
-        }
-        let mut pending = Vec::with_capacity(n_sets);
-        let mut z_all = Vec::with_capacity(n_total * d_lat);
+        let mut nets = HostNets {
+            private: self.private.iter().map(HostBlock::of).collect(),
+            shared: HostBlock::of(&self.shared),
+            z_mean: HostLinear::of(&self.z_mean),
+            z_log_var: HostLinear::of(&self.z_log_var),
+            library: self
+                .library
+                .iter()
+                .map(|l| {
+                    l.as_ref().map(|e| {
+                        (
+                            HostBlock::of(&e.block),
+                            HostLinear::of(&e.mean),
+                            HostLinear::of(&e.log_var),
+                        )
+                    })
+                })
+                .collect(),
+            decoder: self.decoder_hidden.iter().map(HostBlock::of).collect(),
+            px_scale: HostLinear::of(&self.px_scale),
+            px_dropout: HostLinear::of(&self.px_dropout),
+            log_theta: host_vec(self.log_theta.val()),
+            log_theta_id: self.log_theta.id,
+        };
+        // Every draw first, in the tensor path's order; then the datasets in parallel.
+        let draws: Vec<Draws> = batches
+            .iter()
+            .enumerate()
+            .map(|(m, (_, rows))| nets.draws(config, m, rows.len(), rng))
+            .collect();
+        let passes: Vec<DatasetPass> = batches
+            .par_iter()
+            .zip(draws)
+            .enumerate()
+            .map(|(m, (&(counts, rows), draws))| {
+                nets.dataset_pass(config, m, counts, rows, draws, beta, inv_n)
+            })
+            .collect();
+        let mut z_all = Vec::with_capacity(n_total * config.n_latent);
         let mut labels = Vec::with_capacity(n_total);
-        for (m, &(counts, rows_idx)) in batches.iter().enumerate() {
-            let spec = &config.datasets[m];
-            let rows = rows_idx.len();
-            let cols = counts.n_cols();
-            let mut x = vec![0f32; rows * cols];
-            for (i, &r) in rows_idx.iter().enumerate() {
-                for (c, v) in counts.row(r) {
-                    x[i * cols + c] = v;
-                }
-            }
-            let table = ln_1p_table();
-            let input: Vec<f32> = x.iter().map(|&c| ln_1p_count(table, c)).collect();
-            // Encoder: private block, shared block, Gaussian heads (Eq. 8–9, q(z | x, s)).
-            let (h1, c_private) = private[m].forward(input.clone(), rows, rng);
-            let (h2, c_shared) = shared.forward(h1, rows, rng);
-            let zq = gaussian_draw(&z_mean, &z_log_var, &h2, rows, rng);
-            // Library: latent (q(ln ℓ | x), LogNormal prior) or the observed total (Eq. 9).
-            let mut library = None;
-            let mut log_library: Vec<f32>;
-            let mut kl_rows = vec![0.0f64; rows];
-            let mut lib_grads = None;
-            match (&self.library[m], spec.library) {
-                (Some(enc), LibraryModel::Latent { log_mean, log_var }) => {
-                    let mut block = HostBlock::of(&enc.block);
-                    let (hl, cl) = block.forward(input, rows, rng);
-                    let (ml, vl) = (HostLinear::of(&enc.mean), HostLinear::of(&enc.log_var));
-                    let lq = gaussian_draw(&ml, &vl, &hl, rows, rng);
-                    log_library = lq.draw.clone();
-                    let (pm, pv) = (log_mean as f32, log_var.max(VAR_EPS) as f32);
-                    let mut d_mean = vec![0.0f32; rows];
-                    let mut d_var = vec![0.0f32; rows];
-                    for i in 0..rows {
-                        let (mq, vq) = (lq.mean[i] as f64, lq.var[i] as f64);
-                        let (pm, pv) = (pm as f64, pv as f64);
-                        let r = vq / pv;
-                        // ½ ((m_q − m_p)²/v_p + r − 1 − ln r).
-                        kl_rows[i] +=
-                            0.5 * ((mq - pm).powi(2) / pv + (r - 1.0) - (r - 1.0).ln_1p());
-                        d_mean[i] = (beta * inv_n * (mq - pm) / pv) as f32;
-                        d_var[i] = (beta * inv_n * 0.5 * (1.0 / pv - 1.0 / vq)) as f32;
-                    }
-                    lib_grads = Some((lq, d_mean, d_var));
-                    library = Some((block, cl, hl, ml, vl));
-                }
-                _ => {
-                    log_library = x
-                        .chunks_exact(cols.max(1))
-                        .map(|r| r.iter().sum::<f32>().max(MIN_OBSERVED_LIBRARY as f32).ln())
-                        .collect();
-                    if cols == 0 {
-                        log_library = vec![0.0; rows];
-                    }
-                }
-            }
-            // Decoder features of z (and the one-hot dataset when conditioned).
-            let k0 = d_lat + if config.condition_decoder { n_sets } else { 0 };
-            let mut hd = Vec::with_capacity(rows * k0);
-            for r in zq.draw.chunks_exact(d_lat) {
-                hd.extend_from_slice(r);
-                if config.condition_decoder {
-                    hd.extend((0..n_sets).map(|s| if s == m { 1.0f32 } else { 0.0 }));
-                }
-            }
-            let mut dec_caches = Vec::with_capacity(decoder.len());
-            for b in &mut decoder {
-                let (out, cache) = b.forward(hd, rows, rng);
-                dec_caches.push(cache);
-                hd = out;
-            }
-            let k = px_scale.d_in;
-            // The heads over the dataset's genes G′ (Eq. 5: softmax restricted to G′).
-            let genes = &spec.gene_index;
-            let cols_g = genes.len();
-            let gather = |l: &HostLinear| -> (Vec<f32>, Vec<f32>) {
-                let mut w = Vec::with_capacity(k * cols_g);
-                for j in 0..k {
-                    w.extend(genes.iter().map(|&g| l.w[j * n_genes + g]));
-                }
-                (w, genes.iter().map(|&g| l.b[g]).collect())
-            };
-            let (ws, bs) = gather(&px_scale);
-            let scale_logits = affine(&hd, &ws, &bs, rows, k, cols_g);
-            let likelihood = spec.likelihood;
-            let drop = likelihood.has_dropout().then(|| gather(&px_dropout));
-            let drop_logits = drop
-                .as_ref()
-                .map(|(w, b)| affine(&hd, w, b, rows, k, cols_g))
-                .unwrap_or_default();
-            let theta: Vec<f32> = if likelihood.has_dispersion() {
-                genes
-                    .iter()
-                    .map(|&g| log_theta[m * n_genes + g].exp())
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            // Eq. 3 / Eq. 6 with μ = ℓ softmax(l): value and gradients in one fused pass.
-            let sg = softmax_value_and_grad(
-                likelihood,
-                cols_g,
-                &x,
-                &scale_logits,
-                &log_library,
-                &theta,
-                &drop_logits,
-            );
-            rec_sum -= sg.row_values.iter().sum::<f64>();
-            // Loss weight of Σ_g ln p of each cell: −1/N.
-            let w_rec = -inv_n as f32;
-            let d_l: Vec<f32> = sg.d_logits.iter().map(|v| v * w_rec).collect();
-            let mut d_hd = times_t(&d_l, &ws, rows, k, cols_g);
-            let dw = t_times(&hd, &d_l, rows, k, cols_g);
-            for j in 0..k {
-                for (c, &g) in genes.iter().enumerate() {
-                    d_scale_w[j * n_genes + g] += dw[j * cols_g + c];
-                }
-            }
-            for r in d_l.chunks_exact(cols_g) {
-                for (c, &g) in genes.iter().enumerate() {
-                    d_scale_b[g] += r[c];
-                }
-            }
-            if let Some((w, _)) = &drop {
-                used_dropout = true;
-                let d_p: Vec<f32> = sg.d_dropout.iter().map(|v| v * w_rec).collect();
-                let d = times_t(&d_p, w, rows, k, cols_g);
-                d_hd.iter_mut().zip(d).for_each(|(a, b)| *a += b);
-                let dw = t_times(&hd, &d_p, rows, k, cols_g);
-                for j in 0..k {
-                    for (c, &g) in genes.iter().enumerate() {
-                        d_drop_w[j * n_genes + g] += dw[j * cols_g + c];
-                    }
-                }
-                for r in d_p.chunks_exact(cols_g) {
-                    for (c, &g) in genes.iter().enumerate() {
-                        d_drop_b[g] += r[c];
-                    }
-                }
-            }
-            if likelihood.has_dispersion() {
-                used_theta = true;
-                for (c, &g) in genes.iter().enumerate() {
-                    // θ = exp(ln θ): ∂ ln θ = ∂θ θ.
-                    d_log_theta[m * n_genes + g] +=
-                        (-inv_n * sg.d_theta_sum[c] * theta[c] as f64) as f32;
-                }
-            }
-            // Back through the decoder's hidden blocks to z.
-            for (b, cache) in decoder.iter().zip(&dec_caches).rev() {
-                d_hd = b
-                    .backward(cache, d_hd, true, Some(&mut grads))
-                    .expect("dx requested");
-            }
-            let mut d_z: Vec<f32> = Vec::with_capacity(rows * d_lat);
-            for r in d_hd.chunks_exact(k0) {
-                d_z.extend_from_slice(&r[..d_lat]);
-            }
-            // Library: the likelihood's ∂ ln ℓ, then its encoder (after z's, below).
-            if let Some((lq, d_mean, d_var)) = lib_grads {
-                let (block, cl, hl, ml, vl) = library.take().expect("latent library");
-                let d_draw: Vec<f32> = sg.d_log_library.iter().map(|v| v * w_rec).collect();
-                let dh = lq.backward(&ml, &vl, &hl, rows, &d_draw, d_mean, d_var, &mut grads);
-                block.backward(&cl, dh, false, Some(&mut grads));
-                library = Some((block, cl, hl, ml, vl));
-            }
-            // KL(q(z) ‖ N(0, I)) = ½ Σ_j (m² + v − 1 − ln v).
-            for (i, (mr, vr)) in zq
-                .mean
-                .chunks_exact(d_lat)
-                .zip(zq.var.chunks_exact(d_lat))
-                .enumerate()
-            {
-                for (&mq, &vq) in mr.iter().zip(vr) {
-                    let (mq, vq) = (mq as f64, vq as f64);
-                    kl_rows[i] += 0.5 * (mq * mq + (vq - 1.0) - (vq - 1.0).ln_1p());
-                }
-            }
-            kl_sum += kl_rows.iter().sum::<f64>();
-            z_all.extend_from_slice(&zq.draw);
-            labels.extend(std::iter::repeat_n(m, rows));
-            pending.push(Pending {
-                rows,
-                c_private,
-                c_shared,
-                h_shared: h2,
-                zq,
-                d_z,
-                library,
-            });
+        for (m, p) in passes.iter().enumerate() {
+            z_all.extend_from_slice(&p.zq.draw);
+            labels.extend(std::iter::repeat_n(m, p.rows));
         }
-
-        // The adversarial term κ · fool(z): its gradient joins the others on z.
+        // The adversarial term κ · fool(z): its gradient joins the decoder's on z.
+        let mut passes = passes;
         let fool = classifier.map(|(c, kappa)| {
             let mut host = HostClassifier::of(c);
             let (value, dz) = host.loss(&z_all, &labels, true, kappa, true, None, rng);
-            host.finish();
+            host.finish(c);
             let dz = dz.expect("dz requested");
             let mut offset = 0;
-            for p in &mut pending {
-                let n = p.rows * d_lat;
+            for p in &mut passes {
+                let n = p.d_z.len();
                 p.d_z
                     .iter_mut()
                     .zip(&dz[offset..offset + n])
@@ -801,60 +949,55 @@ impl GimviModule {
             }
             value
         });
-
-        // Encoders, backward: heads (with the KL gradients), shared block, private block.
-        for (m, p) in pending.into_iter().enumerate() {
-            let d_mean: Vec<f32> =
-                p.zq.mean
-                    .iter()
-                    .map(|&v| (beta * inv_n) as f32 * v)
-                    .collect();
-            let d_var: Vec<f32> =
-                p.zq.var
-                    .iter()
-                    .map(|&v| (beta * inv_n * 0.5 * (1.0 - 1.0 / v as f64)) as f32)
-                    .collect();
-            let dh2 = p.zq.backward(
-                &z_mean,
-                &z_log_var,
-                &p.h_shared,
-                p.rows,
-                &p.d_z,
-                d_mean,
-                d_var,
-                &mut grads,
-            );
-            let dh1 = shared
-                .backward(&p.c_shared, dh2, true, Some(&mut grads))
-                .expect("dx requested");
-            private[m].backward(&p.c_private, dh1, false, Some(&mut grads));
-            if let Some((block, ..)) = p.library {
-                block.finish();
+        let (rec, kl) = passes
+            .iter()
+            .fold((0.0, 0.0), |(r, k), p| (r + p.rec, k + p.kl));
+        // Running statistics in dataset order (the shared and decoder blocks see each dataset).
+        for (m, p) in passes.iter().enumerate() {
+            let mut stats = p.stats.iter();
+            let mut next = || stats.next().expect("one statistic per block pass");
+            nets.private[m].record(next());
+            nets.shared.record(next());
+            if let Some((block, ..)) = &mut nets.library[m] {
+                block.record(next());
+            }
+            for b in &mut nets.decoder {
+                b.record(next());
             }
         }
-
-        grads.add(px_scale.w_id, d_scale_w, vec![px_scale.d_in, n_genes]);
-        if let Some(id) = px_scale.b_id {
-            grads.add(id, d_scale_b, vec![n_genes]);
+        let per_dataset: Vec<HostGrads> = passes
+            .into_par_iter()
+            .enumerate()
+            .map(|(m, p)| nets.encoder_backward(m, p, beta, inv_n))
+            .collect();
+        let mut grads = HostGrads::default();
+        for g in per_dataset {
+            grads.merge(g);
         }
-        if used_dropout {
-            grads.add(px_dropout.w_id, d_drop_w, vec![px_dropout.d_in, n_genes]);
-            if let Some(id) = px_dropout.b_id {
-                grads.add(id, d_drop_b, vec![n_genes]);
+        let HostNets {
+            private,
+            shared,
+            library,
+            decoder,
+            ..
+        } = nets;
+        for (b, block) in private.into_iter().zip(&self.private) {
+            b.finish(&block.norm);
+        }
+        shared.finish(&self.shared.norm);
+        for (l, enc) in library.into_iter().zip(&self.library) {
+            if let (Some((b, ..)), Some(enc)) = (l, enc) {
+                b.finish(&enc.block.norm);
             }
         }
-        if used_theta {
-            grads.add(self.log_theta.id, d_log_theta, vec![n_sets, n_genes]);
+        for (b, block) in decoder.into_iter().zip(&self.decoder_hidden) {
+            b.finish(&block.norm);
         }
-        private.into_iter().for_each(HostBlock::finish);
-        shared.finish();
-        decoder.into_iter().for_each(HostBlock::finish);
-        let grad_device = device.clone().without_autodiff();
         HostStep {
-            reconstruction: rec_sum * inv_n,
-            kl: kl_sum * inv_n,
+            reconstruction: rec * inv_n,
+            kl: kl * inv_n,
             fool,
-            grads: grads.into_param_grads(&grad_device),
+            grads: grads.into_param_grads(&device.clone().without_autodiff()),
             z: z_all,
             labels,
         }

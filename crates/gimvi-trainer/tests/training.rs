@@ -326,3 +326,45 @@ fn wide_data_trains_through_the_host_path_reproducibly() {
     let last = a.history.last().unwrap().reconstruction;
     assert!(last < first, "reconstruction {first} → {last}");
 }
+
+/// The host step (`TrainConfig::host_step`, the default on CPU for narrow datasets) trains as
+/// burn's autodiff graph does: over three epochs of ZINB + Poisson data with the adversary, the
+/// per-epoch losses, KL, classifier loss and validation ELBO agree to float round-off.
+#[test]
+fn the_host_step_trains_as_the_graph_does() {
+    let sim = simulate(&SimulationConfig {
+        n_sc: 300,
+        n_spatial: 250,
+        seed: 4,
+        ..SimulationConfig::default()
+    });
+    let host = fit(&sim, &quick(3, 5.0, 6));
+    let graph = fit(
+        &sim,
+        &TrainConfig {
+            host_step: false,
+            ..quick(3, 5.0, 6)
+        },
+    );
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * a.abs().max(1.0);
+    for (h, g) in host.history.iter().zip(&graph.history) {
+        for (what, a, b) in [
+            ("loss", h.loss, g.loss),
+            ("reconstruction", h.reconstruction, g.reconstruction),
+            ("kl", h.kl, g.kl),
+            ("classifier", h.classifier_loss, g.classifier_loss),
+            (
+                "validation",
+                h.validation_loss.unwrap(),
+                g.validation_loss.unwrap(),
+            ),
+        ] {
+            assert!(
+                close(a, b),
+                "epoch {}: {what} {a} (host) vs {b} (graph)",
+                h.epoch
+            );
+        }
+    }
+    assert_eq!(host.history.len(), 3);
+}
