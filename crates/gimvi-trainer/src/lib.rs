@@ -73,7 +73,7 @@ pub struct TrainConfig {
     /// backends, with every dataset narrower than 1,024 genes and without
     /// `classifier_second_pass`, the forward pass, the loss and every gradient are computed by
     /// [`GimviModule::host_step`] and [`Classifier::host_step`] instead of burn's autodiff
-    /// graph — the same step up to float summation order, ~3× faster at the paper's scale
+    /// graph — the same step up to float summation order, ~2× faster at the paper's scale
     /// (`docs/performance.md`, round 7). `false` always uses the graph.
     pub host_step: bool,
     /// Seed of the split, the minibatch order and every random draw on the device.
