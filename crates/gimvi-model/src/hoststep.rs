@@ -27,6 +27,7 @@ use rayon::prelude::*;
 
 use crate::config::{LibraryModel, ModelConfig};
 use crate::host::{gemm, ln_1p_count, ln_1p_table, ParamGrad, HOST_PATH_MIN_GENES};
+use crate::model::dense_rows;
 use crate::module::{
     dropout_mask, normal_host, Classifier, FcBlock, GimviModule, ModelRng, MIN_OBSERVED_LIBRARY,
     VAR_EPS,
@@ -642,12 +643,7 @@ impl HostNets {
         let cols = counts.n_cols();
         let mut grads = HostGrads::default();
         let mut stats = Vec::new();
-        let mut x = vec![0f32; rows * cols];
-        for (i, &r) in rows_idx.iter().enumerate() {
-            for (c, v) in counts.row(r) {
-                x[i * cols + c] = v;
-            }
-        }
+        let x = dense_rows(counts, rows_idx);
         let table = ln_1p_table();
         let input: Vec<f32> = x.iter().map(|&c| ln_1p_count(table, c)).collect();
         // Encoder: private block, shared block, Gaussian heads (q(z | x, s)).
@@ -920,7 +916,7 @@ impl GimviModule {
             .enumerate()
             .map(|(m, (_, rows))| nets.draws(config, m, rows.len(), rng))
             .collect();
-        let passes: Vec<DatasetPass> = batches
+        let mut passes: Vec<DatasetPass> = batches
             .par_iter()
             .zip(draws)
             .enumerate()
@@ -935,7 +931,6 @@ impl GimviModule {
             labels.extend(std::iter::repeat_n(m, p.rows));
         }
         // The adversarial term κ · fool(z): its gradient joins the decoder's on z.
-        let mut passes = passes;
         let fool = classifier.map(|(c, kappa)| {
             let mut host = HostClassifier::of(c);
             let (value, dz) = host.loss(&z_all, &labels, true, kappa, true, None, rng);

@@ -301,6 +301,12 @@ fn batches(n: usize) -> Vec<Vec<usize>> {
 
 /// The given rows of a CSR matrix as a dense `[rows, genes]` tensor.
 pub fn dense_batch(counts: &CsrMatrix, rows: &[usize], device: &Device) -> Tensor<2> {
+    let v = dense_rows(counts, rows);
+    Tensor::from_data(TensorData::new(v, [rows.len(), counts.n_cols()]), device)
+}
+
+/// The given rows of a CSR matrix, densified on the host (row-major `rows × genes`).
+pub fn dense_rows(counts: &CsrMatrix, rows: &[usize]) -> Vec<f32> {
     let g = counts.n_cols();
     let mut v = vec![0f32; rows.len() * g];
     for (i, &r) in rows.iter().enumerate() {
@@ -308,7 +314,7 @@ pub fn dense_batch(counts: &CsrMatrix, rows: &[usize], device: &Device) -> Tenso
             v[i * g + c] = x;
         }
     }
-    Tensor::from_data(TensorData::new(v, [rows.len(), g]), device)
+    v
 }
 
 fn to_vec(t: Tensor<2>) -> Vec<f32> {

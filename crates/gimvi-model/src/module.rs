@@ -18,7 +18,7 @@ use rand_distr::{Distribution as _, StandardNormal};
 
 use crate::config::{LibraryModel, ModelConfig};
 use crate::host::{dense_matmul, matmul_t, HostGrad, SparseRows, HOST_PATH_MIN_GENES};
-use crate::model::dense_batch;
+use crate::model::{dense_batch, dense_rows};
 use crate::ModelError;
 use gimvi_data::CsrMatrix;
 
@@ -543,13 +543,7 @@ impl GimviModule {
         if !wide {
             return self.forward(config, m, dense_batch(counts, rows, device), rng);
         }
-        let cols = counts.n_cols();
-        let mut x_host = vec![0f32; rows.len() * cols];
-        for (i, &r) in rows.iter().enumerate() {
-            for (c, v) in counts.row(r) {
-                x_host[i * cols + c] = v;
-            }
-        }
+        let x_host = dense_rows(counts, rows);
         let input = EncoderInput::Sparse(
             Arc::new(SparseRows::log1p_of_rows(counts, rows)),
             device.clone(),
