@@ -16,8 +16,11 @@ const ROUND: f32 = 12_582_912.0;
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.7);
-    // x = n ln 2 + r, |r| ≤ ln 2 / 2.
-    let n = (x * LOG2E + ROUND) - ROUND;
+    // x = n ln 2 + r, |r| ≤ ln 2 / 2. `shifted` holds n in the low bits of its mantissa, read
+    // back with integer operations (`n as i32` is a saturating conversion that the compiler
+    // emits as scalar code per lane, which kept loops calling this from vectorising).
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     // Taylor polynomial of e^r to degree 7: truncation < 0.347⁸/8! ≈ 5e−9.
     let p = 1.0 / 5040.0;
@@ -28,7 +31,8 @@ pub(crate) fn exp(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
     p * scale
 }
 

@@ -151,6 +151,8 @@ fn split(v: &mut [f32], used: bool, chunk: usize, n: usize) -> Vec<&mut [f32]> {
 /// for the non-zero entries.
 struct ThetaConsts {
     theta32: Vec<f32>,
+    /// 1 / (θ + EPS) in f32, so that the zero pass multiplies instead of dividing.
+    inv_theta32: Vec<f32>,
     per_gene: Vec<(f64, f64, f64)>,
 }
 
@@ -158,6 +160,10 @@ impl ThetaConsts {
     fn new(theta: &[f32]) -> Self {
         Self {
             theta32: theta.iter().map(|&t| (f64::from(t) + EPS) as f32).collect(),
+            inv_theta32: theta
+                .iter()
+                .map(|&t| (1.0 / (f64::from(t) + EPS)) as f32)
+                .collect(),
             per_gene: theta
                 .iter()
                 .map(|&t| {
@@ -169,8 +175,30 @@ impl ThetaConsts {
     }
 }
 
+/// Columns per block of [`row_value_and_grad`]: the zero pass writes its per-block values here
+/// (4 KiB), so they are summed and patched while in L1 rather than streamed through a
+/// row-long buffer.
+const BLOCK: usize = 1024;
+
+/// The positions `g` in `xr` with a non-zero count, written to `idx` (branch-free, so that a
+/// sparse row costs a compare and a store per entry rather than a mispredicted branch);
+/// returns how many.
+#[inline]
+fn nonzero_positions(xr: &[f32], idx: &mut [u32]) -> usize {
+    let mut n = 0usize;
+    for (g, &x) in xr.iter().enumerate() {
+        idx[n] = g as u32;
+        n += usize::from(x != 0.0);
+    }
+    n
+}
+
 /// One row (cell) of [`value_and_grad`]: returns Σ_g ln p and writes ∂μ, ∂θ (if used) and
-/// ∂π (if used) of its genes; `scratch` holds `cols` floats.
+/// ∂π (if used) of its genes; `scratch` holds [`BLOCK`] floats and `idx` [`BLOCK`] indices.
+///
+/// Block by block: the branch-free zero pass over every gene, its values summed (eight f64
+/// partial sums), then the non-zero entries recomputed in f64, their zero-pass value taken
+/// back out of the sum and theirs added.
 #[allow(clippy::too_many_arguments)]
 fn row_value_and_grad(
     likelihood: CountLikelihood,
@@ -182,48 +210,86 @@ fn row_value_and_grad(
     dtr: &mut [f32],
     dlr: &mut [f32],
     scratch: &mut [f32],
+    idx: &mut [u32],
 ) -> f64 {
     let cols = xr.len();
-    let per_gene = &tc.per_gene;
-    zero_pass(likelihood, mr, &tc.theta32, lr, dmr, dtr, dlr, scratch);
+    let (has_theta, has_logit) = (likelihood.has_dispersion(), likelihood.has_dropout());
     let mut acc = 0.0f64;
-    for g in 0..cols {
-        let xv = f64::from(xr[g]);
-        if xv == 0.0 {
-            acc += f64::from(scratch[g]);
-            continue;
-        }
-        let m = f64::from(mr[g]) + EPS;
-        match likelihood {
-            CountLikelihood::Poisson => {
-                acc += xv * m.ln() - m - ln_factorial(xv);
-                dmr[g] = (xv / m - 1.0) as f32;
-            }
-            CountLikelihood::Nb => {
-                let (t, lgt, pst) = per_gene[g];
-                let (v, a, b) = nb_terms(xv, m, t, lgt, pst);
-                acc += v;
-                dmr[g] = a as f32;
-                dtr[g] = b as f32;
-            }
-            CountLikelihood::Zinb => {
-                let (t, lgt, pst) = per_gene[g];
-                let pi = f64::from(lr[g]);
-                // softplus(π) and σ(π) from one exp and one log1p.
-                let e = (-pi.abs()).exp();
-                let sp_pos = pi.max(0.0) + e.ln_1p();
-                let s = if pi >= 0.0 {
-                    1.0 / (1.0 + e)
+    let mut start = 0;
+    while start < cols {
+        let end = (start + BLOCK).min(cols);
+        let b = start..end;
+        let value = &mut scratch[..end - start];
+        {
+            let dt = if has_theta {
+                &mut dtr[b.clone()]
+            } else {
+                &mut [][..]
+            };
+            let dl = if has_logit {
+                &mut dlr[b.clone()]
+            } else {
+                &mut [][..]
+            };
+            zero_pass(
+                likelihood,
+                &mr[b.clone()],
+                if has_theta {
+                    &tc.theta32[b.clone()]
                 } else {
-                    e / (1.0 + e)
-                };
-                let (l, a, b) = nb_terms(xv, m, t, lgt, pst);
-                acc += l - sp_pos;
-                dmr[g] = a as f32;
-                dtr[g] = b as f32;
-                dlr[g] = (-s) as f32;
+                    &[]
+                },
+                if has_theta {
+                    &tc.inv_theta32[b.clone()]
+                } else {
+                    &[]
+                },
+                if has_logit { &lr[b.clone()] } else { &[] },
+                &mut dmr[b.clone()],
+                dt,
+                dl,
+                value,
+            );
+        }
+        acc += dot_f64(value, None);
+        let n_nz = nonzero_positions(&xr[b.clone()], idx);
+        for &i in &idx[..n_nz] {
+            let g = start + i as usize;
+            let xv = f64::from(xr[g]);
+            let m = f64::from(mr[g]) + EPS;
+            acc -= f64::from(value[i as usize]);
+            match likelihood {
+                CountLikelihood::Poisson => {
+                    acc += xv * m.ln() - m - ln_factorial(xv);
+                    dmr[g] = (xv / m - 1.0) as f32;
+                }
+                CountLikelihood::Nb => {
+                    let (t, lgt, pst) = tc.per_gene[g];
+                    let (v, a, bt) = nb_terms(xv, m, t, lgt, pst);
+                    acc += v;
+                    dmr[g] = a as f32;
+                    dtr[g] = bt as f32;
+                }
+                CountLikelihood::Zinb => {
+                    let (t, lgt, pst) = tc.per_gene[g];
+                    let pi = f64::from(lr[g]);
+                    // softplus(π) and σ(π) from one exp and one log1p.
+                    let e = (-pi.abs()).exp();
+                    let sp_pos = pi.max(0.0) + e.ln_1p();
+                    let s = if pi >= 0.0 {
+                        1.0 / (1.0 + e)
+                    } else {
+                        e / (1.0 + e)
+                    };
+                    let (l, a, bt) = nb_terms(xv, m, t, lgt, pst);
+                    acc += l - sp_pos;
+                    dmr[g] = a as f32;
+                    dtr[g] = bt as f32;
+                    dlr[g] = (-s) as f32;
+                }
             }
         }
+        start = end;
     }
     acc
 }
@@ -277,7 +343,8 @@ pub fn value_and_grad(
         .enumerate()
         .for_each(|(c, (((dm, rv), dt), dl))| {
             let base = c * chunk;
-            let mut scratch = vec![0.0f32; cols];
+            let mut scratch = vec![0.0f32; BLOCK];
+            let mut idx = vec![0u32; BLOCK];
             for (r, value) in rv.iter_mut().enumerate() {
                 let row = r * cols..(r + 1) * cols;
                 let at = base + r * cols..base + (r + 1) * cols;
@@ -290,8 +357,18 @@ pub fn value_and_grad(
                     &mut [][..]
                 };
                 let dlr = if has_logit { &mut dl[row] } else { &mut [][..] };
-                *value =
-                    row_value_and_grad(likelihood, xr, mr, &tc, lr, dmr, dtr, dlr, &mut scratch);
+                *value = row_value_and_grad(
+                    likelihood,
+                    xr,
+                    mr,
+                    &tc,
+                    lr,
+                    dmr,
+                    dtr,
+                    dlr,
+                    &mut scratch,
+                    &mut idx,
+                );
             }
         });
     ValueAndGrad {
@@ -310,6 +387,7 @@ crate::simd_dispatch!(
         likelihood: CountLikelihood,
         mu: &[f32],
         theta: &[f32],
+        inv_theta: &[f32],
         logits: &[f32],
         dm: &mut [f32],
         dt: &mut [f32],
@@ -337,6 +415,7 @@ fn zero_pass_body(
     likelihood: CountLikelihood,
     mu: &[f32],
     theta: &[f32],
+    inv_theta: &[f32],
     logits: &[f32],
     dm: &mut [f32],
     dt: &mut [f32],
@@ -354,38 +433,40 @@ fn zero_pass_body(
             }
         }
         CountLikelihood::Nb => {
-            let (theta, dt) = (&theta[..n], &mut dt[..n]);
+            let (theta, inv_theta, dt) = (&theta[..n], &inv_theta[..n], &mut dt[..n]);
             for g in 0..n {
                 let (m, t) = (mu[g] + eps, theta[g]);
-                let q = m / t;
+                let q = m * inv_theta[g];
                 let l1 = fastmath::ln_1p(q);
-                let tm = t + m;
+                let inv_tm = 1.0 / (t + m);
                 value[g] = -t * l1;
-                dm[g] = -t / tm;
-                dt[g] = d_theta_nb0(q, l1, m / tm);
+                dm[g] = -t * inv_tm;
+                dt[g] = d_theta_nb0(q, l1, m * inv_tm);
             }
         }
         CountLikelihood::Zinb => {
-            let (theta, dt) = (&theta[..n], &mut dt[..n]);
+            let (theta, inv_theta, dt) = (&theta[..n], &inv_theta[..n], &mut dt[..n]);
             let (logits, dl) = (&logits[..n], &mut dl[..n]);
             for g in 0..n {
                 let (m, t, pi) = (mu[g] + eps, theta[g], logits[g]);
-                // ln NB(0) and its derivatives.
-                let q = m / t;
+                // ln NB(0) and its derivatives (one division for both).
+                let q = m * inv_theta[g];
                 let l1 = fastmath::ln_1p(q);
-                let tm = t + m;
+                let inv_tm = 1.0 / (t + m);
                 let l0 = -t * l1;
-                let a = -t / tm;
-                let b = d_theta_nb0(q, l1, m / tm);
-                // softplus(π) and σ(π).
+                let a = -t * inv_tm;
+                let b = d_theta_nb0(q, l1, m * inv_tm);
+                // σ(π) from e = exp(−|π|) and one reciprocal.
                 let e = fastmath::exp(-pi.abs());
-                let sp_pos = pi.max(0.0) + fastmath::ln_1p(e);
-                let s = if pi >= 0.0 { 1.0 } else { e } / (1.0 + e);
-                // ln(σ(π) + σ(−π) NB(0)) = logaddexp(π, l0) − softplus(π), and the posterior
-                // weights wa, wb of the dropout and NB components.
+                let inv_1pe = 1.0 / (1.0 + e);
+                let s = if pi >= 0.0 { inv_1pe } else { e * inv_1pe };
+                // ln(σ(π) + σ(−π) NB(0)) = logaddexp(π, l0) − softplus(π)
+                //   = max(π, l0) − max(π, 0) + ln((1 + r) / (1 + e)), r = exp(−|π − l0|);
+                // both ratios' terms lie in (1, 2], so one ln of their quotient is accurate.
+                // wa, wb: posterior weights of the dropout and NB components.
                 let r = fastmath::exp(-(pi - l0).abs());
                 let hi = pi.max(l0);
-                value[g] = hi - sp_pos + fastmath::ln_1p(r);
+                value[g] = hi - pi.max(0.0) + fastmath::ln((1.0 + r) * inv_1pe);
                 let inv = 1.0 / (1.0 + r);
                 let (wa, wb) = if pi >= l0 {
                     (inv, r * inv)
@@ -556,7 +637,8 @@ pub fn softmax_value_and_grad(
         .map(|(c, (((d_l, rv), d_lib), d_pi))| {
             let mut rho = vec![0.0f32; cols];
             let mut mu = vec![0.0f32; cols];
-            let mut scratch = vec![0.0f32; cols];
+            let mut scratch = vec![0.0f32; BLOCK];
+            let mut idx = vec![0u32; BLOCK];
             let mut dt = vec![0.0f32; if has_theta { cols } else { 0 }];
             let mut theta_sum = vec![0.0f64; if has_theta { cols } else { 0 }];
             for (r, value) in rv.iter_mut().enumerate() {
@@ -584,6 +666,7 @@ pub fn softmax_value_and_grad(
                     &mut dt,
                     dlr,
                     &mut scratch,
+                    &mut idx,
                 );
                 d_lib[r] = softmax_chain_row(&mu, &rho, d_r);
                 for (s, &d) in theta_sum.iter_mut().zip(&dt) {

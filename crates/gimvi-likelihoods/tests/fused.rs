@@ -25,7 +25,7 @@ fn host(t: Tensor<2>) -> Vec<f64> {
 }
 
 /// Rows = cells, columns = genes; every (x, μ, θ, π) regime of `accuracy.rs`'s grids.
-fn batch() -> (usize, usize, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+fn batch() -> Batch {
     let xs = [0.0f32, 1.0, 2.0, 7.0, 15.0, 16.0, 40.0, 1000.0, 1.0e5];
     let mus = [1e-6f32, 1e-3, 0.3, 3.0, 50.0, 2000.0, 1.0e5];
     let thetas = [1e-3f32, 0.05, 1.0, 12.0, 500.0, 1.0e6];
@@ -49,10 +49,36 @@ fn batch() -> (usize, usize, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     (rows, cols, x, mu, thetas.to_vec(), pi)
 }
 
+/// A wide batch (3 rows × 2,600 columns, wider than the fused path's column blocks) cycling
+/// through the same grids, each column with its own θ, so that block edges, rows of mixed zero
+/// and non-zero counts and the per-block sums are exercised.
+fn wide_batch() -> Batch {
+    let xs = [
+        0.0f32, 0.0, 0.0, 1.0, 2.0, 0.0, 7.0, 16.0, 0.0, 40.0, 1000.0,
+    ];
+    let mus = [1e-6f32, 1e-3, 0.3, 3.0, 50.0, 2000.0, 1.0e5];
+    let thetas = [1e-3f32, 0.05, 1.0, 12.0, 500.0, 1.0e6];
+    let logits = [-20.0f32, -3.0, 0.0, 2.0, 20.0];
+    let (rows, cols) = (3, 2_600);
+    let n = rows * cols;
+    let x = (0..n).map(|i| xs[i % xs.len()]).collect();
+    let mu = (0..n).map(|i| mus[(i / 3) % mus.len()]).collect();
+    let pi = (0..n).map(|i| logits[(i / 5) % logits.len()]).collect();
+    let theta = (0..cols).map(|g| thetas[(g / 2) % thetas.len()]).collect();
+    (rows, cols, x, mu, theta, pi)
+}
+
+type Batch = (usize, usize, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
 fn compare(likelihood: CountLikelihood) {
+    compare_on(likelihood, batch());
+    compare_on(likelihood, wide_batch());
+}
+
+fn compare_on(likelihood: CountLikelihood, batch: Batch) {
     let device = cpu();
     assert!(is_host_device(&device));
-    let (rows, cols, x, mu, theta, pi) = batch();
+    let (rows, cols, x, mu, theta, pi) = batch;
     let run = |fused: bool| {
         let xt = t2(&x, rows, cols, &device);
         let mut_ = t2(&mu, rows, cols, &device).require_grad();
