@@ -213,44 +213,25 @@ fn row_value_and_grad(
     idx: &mut [u32],
 ) -> f64 {
     let cols = xr.len();
-    let (has_theta, has_logit) = (likelihood.has_dispersion(), likelihood.has_dropout());
     let mut acc = 0.0f64;
     let mut start = 0;
     while start < cols {
         let end = (start + BLOCK).min(cols);
         let b = start..end;
         let value = &mut scratch[..end - start];
-        {
-            let dt = if has_theta {
-                &mut dtr[b.clone()]
-            } else {
-                &mut [][..]
-            };
-            let dl = if has_logit {
-                &mut dlr[b.clone()]
-            } else {
-                &mut [][..]
-            };
-            zero_pass(
-                likelihood,
-                &mr[b.clone()],
-                if has_theta {
-                    &tc.theta32[b.clone()]
-                } else {
-                    &[]
-                },
-                if has_theta {
-                    &tc.inv_theta32[b.clone()]
-                } else {
-                    &[]
-                },
-                if has_logit { &lr[b.clone()] } else { &[] },
-                &mut dmr[b.clone()],
-                dt,
-                dl,
-                value,
-            );
-        }
+        // Outputs and per-gene inputs a likelihood does not use are empty slices: their
+        // block is empty too.
+        zero_pass(
+            likelihood,
+            &mr[b.clone()],
+            tc.theta32.get(b.clone()).unwrap_or_default(),
+            tc.inv_theta32.get(b.clone()).unwrap_or_default(),
+            lr.get(b.clone()).unwrap_or_default(),
+            &mut dmr[b.clone()],
+            dtr.get_mut(b.clone()).unwrap_or_default(),
+            dlr.get_mut(b.clone()).unwrap_or_default(),
+            value,
+        );
         acc += dot_f64(value, None);
         let n_nz = nonzero_positions(&xr[b.clone()], idx);
         for &i in &idx[..n_nz] {
