@@ -17,7 +17,8 @@
 //!
 //! `--classifier-second-pass` trains the adversarial classifier on a second encoder pass, as
 //! scvi-tools does, instead of the generator step's z (`TrainConfig::classifier_second_pass`,
-//! off by default).
+//! off by default). `--decoder-lr-factor F` sets `TrainConfig::decoder_learning_rate_factor`
+//! (default 1, scvi-tools' single learning rate; 2 doubles the decoder's).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -50,6 +51,8 @@ struct Args {
     spatial_likelihood: CountLikelihood,
     /// Train the classifier on a second encoder pass (`TrainConfig::classifier_second_pass`).
     second_pass: bool,
+    /// `TrainConfig::decoder_learning_rate_factor` (`None`: the default).
+    decoder_lr_factor: Option<f64>,
     backend: BackendKind,
 }
 
@@ -96,6 +99,9 @@ fn parse() -> Result<Args, Error> {
         },
         backend: value("--backend").as_deref().unwrap_or("auto").parse()?,
         second_pass: std::env::args().any(|a| a == "--classifier-second-pass"),
+        decoder_lr_factor: value("--decoder-lr-factor")
+            .map(|v| v.parse())
+            .transpose()?,
     })
 }
 
@@ -261,6 +267,9 @@ fn main() -> Result<(), Error> {
         seed: a.seed,
         progress: false,
         classifier_second_pass: a.second_pass,
+        decoder_learning_rate_factor: a
+            .decoder_lr_factor
+            .unwrap_or(TrainConfig::default().decoder_learning_rate_factor),
         ..TrainConfig::default()
     };
     let counts: Vec<&CsrMatrix> = prepared.iter().map(|p| &p.data.counts).collect();
@@ -323,6 +332,7 @@ fn main() -> Result<(), Error> {
         "epochs": epochs,
         "n_latent": n_latent,
         "kappa": a.kappa,
+        "decoder_lr_factor": train_cfg.decoder_learning_rate_factor,
         "seed": a.seed,
         "fold": a.fold,
         "shared_genes": shared.len(),
@@ -340,6 +350,7 @@ fn main() -> Result<(), Error> {
         "peak_rss_mib": peak_rss_mib(),
         "spearman_per_gene": per_gene,
         "median_spearman": median(&rhos),
+        "history": result.history,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

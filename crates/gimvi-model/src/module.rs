@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use burn::tensor::{Device, Int, Shape, Tensor, TensorData};
@@ -285,6 +285,30 @@ fn one_hot(labels: &[usize], classes: usize, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(v, [labels.len(), classes]), device)
 }
 
+/// Ids of a group of parameters, by rank (what moving their gradients between
+/// `GradientsParams` needs).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParamIds {
+    /// Rank-2 parameters (weight matrices, ln θ).
+    pub matrices: Vec<ParamId>,
+    /// Rank-1 parameters (biases, BatchNorm scale and shift).
+    pub vectors: Vec<ParamId>,
+}
+
+impl FcBlock {
+    fn param_ids(&self, ids: &mut ParamIds) {
+        ids.matrices.push(self.linear.weight.id);
+        ids.vectors.extend(self.linear.bias.as_ref().map(|b| b.id));
+        ids.vectors.push(self.norm.gamma.id);
+        ids.vectors.push(self.norm.beta.id);
+    }
+}
+
+fn linear_ids(l: &Linear, ids: &mut ParamIds) {
+    ids.matrices.push(l.weight.id);
+    ids.vectors.extend(l.bias.as_ref().map(|b| b.id));
+}
+
 /// The gimVI networks: per-dataset private encoder layers, a shared last encoder layer, the
 /// Gaussian heads of q(z | x, s), library encoders, the decoder and θ.
 #[derive(Module, Debug)]
@@ -386,6 +410,20 @@ impl GimviModule {
             px_dropout,
             log_theta: Param::from_tensor(log_theta),
         })
+    }
+
+    /// The parameters of the generative networks f_η and f_ν (Lopez et al. 2019): the
+    /// decoder's hidden blocks, the ρ and dropout heads and ln θ — the group that
+    /// `TrainConfig::decoder_learning_rate_factor` of gimvi-trainer steps with its own rate.
+    pub fn decoder_param_ids(&self) -> ParamIds {
+        let mut ids = ParamIds::default();
+        for b in &self.decoder_hidden {
+            b.param_ids(&mut ids);
+        }
+        linear_ids(&self.px_scale, &mut ids);
+        linear_ids(&self.px_dropout, &mut ids);
+        ids.matrices.push(self.log_theta.id);
+        ids
     }
 
     /// q(z | x, s) for dataset `m`: mean and variance. The encoder input is ln(1 + x); the

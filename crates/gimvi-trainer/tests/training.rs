@@ -368,3 +368,129 @@ fn the_host_step_trains_as_the_graph_does() {
     }
     assert_eq!(host.history.len(), 3);
 }
+
+/// Float parameters by id: all of them, or only those that require a gradient (BatchNorm's
+/// running statistics do not).
+struct ById(
+    std::collections::HashMap<burn::module::ParamId, Vec<f32>>,
+    bool,
+);
+
+impl burn::module::ModuleVisitor for ById {
+    fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<burn::tensor::Tensor<D>>) {
+        let t = p.val();
+        if !self.1 || t.is_require_grad() {
+            self.0.insert(
+                p.id,
+                t.into_data().convert::<f32>().to_vec::<f32>().unwrap(),
+            );
+        }
+    }
+}
+
+/// A model's float parameters by id (`trainable`: only those requiring a gradient).
+fn by_id(
+    model: &GimviModel,
+    trainable: bool,
+) -> std::collections::HashMap<burn::module::ParamId, Vec<f32>> {
+    use burn::module::Module;
+    let mut v = ById(Default::default(), trainable);
+    model.module.visit(&mut v);
+    v.0
+}
+
+/// `decoder_learning_rate_factor` multiplies the step of the generative network's parameters
+/// and of nothing else: after one Adam step (one minibatch holding every cell) from the same
+/// initial weights, the decoder's displacement with factor 3 is 3 × that with factor 1, and
+/// every other trainable parameter moved identically.
+#[test]
+fn the_decoder_learning_rate_factor_scales_only_the_decoder() {
+    let sim = simulate(&SimulationConfig {
+        n_sc: 60,
+        n_spatial: 50,
+        ..SimulationConfig::default()
+    });
+    let init_model = model_for(&sim, CountLikelihood::Zinb);
+    let init = by_id(&init_model, true);
+    assert!(
+        init.len() > 20,
+        "trainable parameters found: {}",
+        init.len()
+    );
+    let decoder = init_model.module.decoder_param_ids();
+    let decoder: Vec<_> = decoder.matrices.iter().chain(&decoder.vectors).collect();
+    let step = |factor: f64| {
+        let cfg = TrainConfig {
+            epochs: 1,
+            batch_size: 1_000,
+            train_fraction: 1.0,
+            decoder_learning_rate_factor: factor,
+            ..quick(1, 5.0, 3)
+        };
+        let model = init_model.clone();
+        let data = [&sim.sc_counts, &sim.spatial_counts];
+        let trained = train(model, &data, &cfg, |_| {}).expect("training runs");
+        by_id(&trained.model, false)
+    };
+    let (one, three) = (step(1.0), step(3.0));
+    let mut decoder_moved = 0usize;
+    for (id, start) in &init {
+        let (a, b) = (values(&one, id), values(&three, id));
+        if decoder.contains(&id) {
+            for ((s, a), b) in start.iter().zip(a).zip(b) {
+                let (da, db) = ((a - s) as f64, (b - s) as f64);
+                // f32 round-off of the updated value: a few ulps of |start|.
+                let ulps = 8.0 * f32::EPSILON as f64 * (*s as f64).abs().max(1.0);
+                assert!(
+                    (db - 3.0 * da).abs() <= 1e-3 * da.abs() + ulps,
+                    "decoder step {db} vs 3 × {da}"
+                );
+                decoder_moved += usize::from(da.abs() > 1e-5);
+            }
+        } else {
+            assert_eq!(a, b, "a parameter outside the decoder moved differently");
+        }
+    }
+    assert!(
+        decoder_moved > 10,
+        "the decoder moved ({decoder_moved} entries)"
+    );
+}
+
+/// A parameter's values by id. A trained model's parameters keep their initial ids but may no
+/// longer require gradients (the host step switches that off), so they are read unfiltered.
+fn values<'a>(
+    all: &'a std::collections::HashMap<burn::module::ParamId, Vec<f32>>,
+    id: &burn::module::ParamId,
+) -> &'a [f32] {
+    all.get(id)
+        .map(Vec::as_slice)
+        .expect("the parameter is still there")
+}
+
+/// A non-positive or non-finite decoder learning-rate factor is refused before training.
+#[test]
+fn a_bad_decoder_learning_rate_factor_is_refused() {
+    let sim = simulate(&SimulationConfig {
+        n_sc: 30,
+        n_spatial: 20,
+        ..SimulationConfig::default()
+    });
+    for factor in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let cfg = TrainConfig {
+            decoder_learning_rate_factor: factor,
+            ..quick(1, 5.0, 0)
+        };
+        let err = train(
+            model_for(&sim, CountLikelihood::Zinb),
+            &[&sim.sc_counts, &sim.spatial_counts],
+            &cfg,
+            |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, TrainError::Config(m) if m.contains("decoder learning-rate factor")),
+            "{err}"
+        );
+    }
+}
