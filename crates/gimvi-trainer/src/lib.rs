@@ -306,12 +306,10 @@ pub fn train(
     } = model;
     let mut module = module;
     // The generative network's parameters step with their own rate when it differs.
-    let mut decoder_optim = (config.decoder_learning_rate_factor != 1.0).then(|| {
-        (
-            adam(),
-            module.decoder_param_ids(),
-            config.learning_rate * config.decoder_learning_rate_factor,
-        )
+    let mut decoder_optim = (config.decoder_learning_rate_factor != 1.0).then(|| DecoderOptim {
+        optim: adam(),
+        ids: module.decoder_param_ids(),
+        lr: config.learning_rate * config.decoder_learning_rate_factor,
     });
     let adversarial = config.kappa > 0.0;
     let mut classifier = adversarial.then(|| Classifier::new(&model_config, &mut noise, &device));
@@ -640,18 +638,31 @@ pub fn train(
     })
 }
 
+/// The generative network's own optimiser (`TrainConfig::decoder_learning_rate_factor`).
+struct DecoderOptim {
+    optim: ModuleOptimizer,
+    /// The parameters it steps ([`GimviModule::decoder_param_ids`]).
+    ids: ParamIds,
+    /// Its learning rate.
+    lr: f64,
+}
+
 /// One optimiser step of the model: the generative network's parameters with their own
-/// optimiser and rate when `decoder` is set (`TrainConfig::decoder_learning_rate_factor`),
-/// every other parameter with `optim` at `lr`. Adam's state is per parameter, so the split
-/// changes nothing but the rate.
+/// optimiser and rate when `decoder` is set, every other parameter with `optim` at `lr`.
+/// Adam's state is per parameter, so the split changes nothing but the rate.
 fn step_module(
     module: GimviModule,
     optim: &mut ModuleOptimizer,
-    decoder: Option<&mut (ModuleOptimizer, ParamIds, f64)>,
+    decoder: Option<&mut DecoderOptim>,
     lr: f64,
     mut grads: GradientsParams,
 ) -> GimviModule {
-    let Some((decoder_optim, ids, decoder_lr)) = decoder else {
+    let Some(DecoderOptim {
+        optim: decoder_optim,
+        ids,
+        lr: decoder_lr,
+    }) = decoder
+    else {
         return optim.step(lr, module, grads);
     };
     let mut decoder_grads = GradientsParams::new();

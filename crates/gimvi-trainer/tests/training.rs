@@ -371,19 +371,17 @@ fn the_host_step_trains_as_the_graph_does() {
 
 /// Float parameters by id: all of them, or only those that require a gradient (BatchNorm's
 /// running statistics do not).
-struct ById(
-    std::collections::HashMap<burn::module::ParamId, Vec<f32>>,
-    bool,
-);
+struct ById {
+    values: std::collections::HashMap<burn::module::ParamId, Vec<f32>>,
+    trainable_only: bool,
+}
 
 impl burn::module::ModuleVisitor for ById {
     fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<burn::tensor::Tensor<D>>) {
         let t = p.val();
-        if !self.1 || t.is_require_grad() {
-            self.0.insert(
-                p.id,
-                t.into_data().convert::<f32>().to_vec::<f32>().unwrap(),
-            );
+        if !self.trainable_only || t.is_require_grad() {
+            let v = t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+            self.values.insert(p.id, v);
         }
     }
 }
@@ -394,9 +392,12 @@ fn by_id(
     trainable: bool,
 ) -> std::collections::HashMap<burn::module::ParamId, Vec<f32>> {
     use burn::module::Module;
-    let mut v = ById(Default::default(), trainable);
+    let mut v = ById {
+        values: Default::default(),
+        trainable_only: trainable,
+    };
     model.module.visit(&mut v);
-    v.0
+    v.values
 }
 
 /// `decoder_learning_rate_factor` multiplies the step of the generative network's parameters
