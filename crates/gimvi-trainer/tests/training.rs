@@ -380,7 +380,11 @@ impl burn::module::ModuleVisitor for ById {
     fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<burn::tensor::Tensor<D>>) {
         let t = p.val();
         if !self.trainable_only || t.is_require_grad() {
-            let v = t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+            let v = t
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap();
             self.values.insert(p.id, v);
         }
     }
