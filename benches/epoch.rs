@@ -260,18 +260,18 @@ fn main() -> Result<(), Error> {
     };
     let load_s = t0.elapsed().as_secs_f64();
     let device = a.backend.open()?.autodiff();
-    let train_cfg = TrainConfig {
+    let mut train_cfg = TrainConfig {
         epochs,
         kappa: a.kappa,
         train_fraction,
         seed: a.seed,
         progress: false,
         classifier_second_pass: a.second_pass,
-        decoder_learning_rate_factor: a
-            .decoder_lr_factor
-            .unwrap_or(TrainConfig::default().decoder_learning_rate_factor),
         ..TrainConfig::default()
     };
+    if let Some(f) = a.decoder_lr_factor {
+        train_cfg.decoder_learning_rate_factor = f;
+    }
     let counts: Vec<&CsrMatrix> = prepared.iter().map(|p| &p.data.counts).collect();
     let t1 = Instant::now();
     let result = fit(config, &counts, &train_cfg, &device, |_| {})?;

@@ -440,7 +440,9 @@ fn the_decoder_learning_rate_factor_scales_only_the_decoder() {
     let (one, three) = (step(1.0), step(3.0));
     let mut decoder_moved = 0usize;
     for (id, start) in &init {
-        let (a, b) = (values(&one, id), values(&three, id));
+        // Trained parameters keep their ids (read unfiltered: the host step switches
+        // require-grad off).
+        let (a, b) = (&one[id], &three[id]);
         if decoder.contains(&id) {
             for ((s, a), b) in start.iter().zip(a).zip(b) {
                 let (da, db) = ((a - s) as f64, (b - s) as f64);
@@ -460,17 +462,6 @@ fn the_decoder_learning_rate_factor_scales_only_the_decoder() {
         decoder_moved > 10,
         "the decoder moved ({decoder_moved} entries)"
     );
-}
-
-/// A parameter's values by id. A trained model's parameters keep their initial ids but may no
-/// longer require gradients (the host step switches that off), so they are read unfiltered.
-fn values<'a>(
-    all: &'a std::collections::HashMap<burn::module::ParamId, Vec<f32>>,
-    id: &burn::module::ParamId,
-) -> &'a [f32] {
-    all.get(id)
-        .map(Vec::as_slice)
-        .expect("the parameter is still there")
 }
 
 /// A non-positive or non-finite decoder learning-rate factor is refused before training.
