@@ -18,7 +18,7 @@
 //! `--classifier-second-pass` trains the adversarial classifier on a second encoder pass, as
 //! scvi-tools does, instead of the generator step's z (`TrainConfig::classifier_second_pass`,
 //! off by default). `--decoder-lr-factor F` sets `TrainConfig::decoder_learning_rate_factor`
-//! (default 1, scvi-tools' single learning rate; 2 doubles the decoder's).
+//! (default 2; 1 is scvi-tools' single learning rate).
 
 use std::collections::BTreeMap;
 use std::time::Instant;

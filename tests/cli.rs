@@ -252,6 +252,22 @@ fn malformed_inputs_fail_with_one_line() {
         s(&t.join("m")),
     ]);
     assert_one_line_error(&out, "unknown backend");
+    // A decoder learning-rate factor the trainer refuses.
+    let out = gimvi(&[
+        "fit",
+        "--quiet",
+        "--sc",
+        s(&good),
+        "--spatial",
+        s(&good),
+        "--epochs",
+        "1",
+        "--decoder-lr-factor",
+        "0",
+        "--out",
+        s(&t.join("m")),
+    ]);
+    assert_one_line_error(&out, "decoder learning-rate factor 0");
     let out = gimvi(&[
         "impute",
         "--model",

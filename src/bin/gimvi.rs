@@ -113,6 +113,10 @@ struct ModelArgs {
     /// Training epochs.
     #[arg(long, default_value_t = 200)]
     epochs: usize,
+    /// Factor on the decoder's learning rate (default: the library's, 2; 1 trains as
+    /// scvi-tools does; the trainer refuses one that is not finite and > 0).
+    #[arg(long)]
+    decoder_lr_factor: Option<f64>,
     /// Latent dimension.
     #[arg(long, default_value_t = 10)]
     latent: usize,
@@ -293,13 +297,17 @@ fn kappa(args: &ModelArgs) -> Result<Option<f64>> {
 }
 
 fn train_config(args: &ModelArgs, quiet: bool) -> Result<TrainConfig> {
-    Ok(TrainConfig {
+    let mut config = TrainConfig {
         epochs: args.epochs,
         kappa: kappa(args)?.unwrap_or(5.0),
         seed: args.seed,
         progress: !quiet,
         ..TrainConfig::default()
-    })
+    };
+    if let Some(factor) = args.decoder_lr_factor {
+        config.decoder_learning_rate_factor = factor;
+    }
+    Ok(config)
 }
 
 fn likelihoods(args: &ModelArgs) -> (CountLikelihood, CountLikelihood) {

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Median Spearman (paper protocol) per method and model seed, gimvi's example reports beside
+scvi-tools' GIMVI anchor runs on the same folds, as a markdown table (docs/results.md, "Over
+three model seeds").
+
+Usage: scripts/seed_table.py PAIR N [RESULTS_DIR]
+  reads RESULTS_DIR/PAIR-sS/report.json (cargo run --release --example PAIR -- --seed S ...)
+  and RESULTS_DIR/anchor_seeds/PAIR_paper_sS.json (the anchor with scvi.settings.seed = S)
+  for S = 0..N-1; RESULTS_DIR defaults to results. Written by scripts/example_seeds.sh.
+"""
+import json
+import statistics as st
+import sys
+
+
+def main():
+    pair, n = sys.argv[1], int(sys.argv[2])
+    root = sys.argv[3] if len(sys.argv) > 3 else "results"
+    rows = {}  # method -> [median per seed]
+    for s in range(n):
+        report = json.load(open(f"{root}/{pair}-s{s}/report.json"))
+        for m in report["methods"]:
+            rows.setdefault(m["name"], []).append(m["median_spearman_paper"])
+    anchor = []
+    for s in range(n):
+        a = json.load(open(f"{root}/anchor_seeds/{pair}_paper_s{s}.json"))
+        rho = [v for v in a["spearman_per_gene"].values() if v is not None and v == v]
+        anchor.append(st.median(rho))
+    head = " | ".join(f"seed {s}" for s in range(n))
+    print(f"| method | {head} | mean | min–max |")
+    print("|---|" + "---|" * (n + 2))
+
+    def line(name, vals):
+        cells = " | ".join(f"{v:.3f}" for v in vals)
+        print(f"| {name} | {cells} | **{st.mean(vals):.3f}** | {min(vals):.3f}–{max(vals):.3f} |")
+
+    line("scvi-tools GIMVI (κ = 5), anchor", anchor)
+    for name, vals in rows.items():
+        if len(vals) == n:
+            line(name, vals)
+    star = next((v for k, v in rows.items() if k.startswith("gimVI κ*")), None)
+    if star is not None:
+        diffs = [g - a for g, a in zip(star, anchor)]
+        print(f"\nκ* − anchor per seed: {', '.join(f'{d:+.3f}' for d in diffs)}; "
+              f"mean {st.mean(diffs):+.3f}")
+    best = {k: v for k, v in rows.items() if k in ("gimVI κ=0", "gimVI κ=1", "gimVI κ=5")}
+    if len(best) == 3:
+        per_seed = [max(v[s] for v in best.values()) for s in range(n)]
+        print(f"best of κ = 0/1/5 per seed: {', '.join(f'{v:.3f}' for v in per_seed)}; "
+              f"mean {st.mean(per_seed):.3f}")
+
+
+if __name__ == "__main__":
+    main()
