@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The mSMS or mPFC example over model seeds 0..N-1, beside scvi-tools' GIMVI (the anchor) with
 # the same seeds, on the anchor's seed-0 gene folds: a table of median Spearman (paper
-# protocol) per method and seed (docs/results.md, "Over three model seeds"). Runs that already
+# protocol) per method and seed (docs/results.md, "Over model seeds"). Runs that already
 # have their output are skipped, so the loop can be resumed. The anchor script ties its model
 # seed to --seed, which also draws the folds, so a copy of it reading scvi.settings.seed from
 # $MODEL_SEED is written to a temporary file and --seed stays 0.

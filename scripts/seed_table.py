@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Median Spearman (paper protocol) per method and model seed, gimvi's example reports beside
 scvi-tools' GIMVI anchor runs on the same folds, as a markdown table (docs/results.md, "Over
-three model seeds").
+model seeds").
 
 Usage: scripts/seed_table.py PAIR N [RESULTS_DIR]
   reads RESULTS_DIR/PAIR-sS/report.json (cargo run --release --example PAIR -- --seed S ...)
