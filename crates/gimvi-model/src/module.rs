@@ -297,8 +297,7 @@ pub struct ParamIds {
 
 impl FcBlock {
     fn param_ids(&self, ids: &mut ParamIds) {
-        ids.matrices.push(self.linear.weight.id);
-        ids.vectors.extend(self.linear.bias.as_ref().map(|b| b.id));
+        linear_ids(&self.linear, ids);
         ids.vectors.push(self.norm.gamma.id);
         ids.vectors.push(self.norm.beta.id);
     }
