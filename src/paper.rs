@@ -55,6 +55,11 @@ pub struct Table1Options {
     /// Posterior samples drawn by gimVI κ = 5 in every fold for the uncertainty of the imputed
     /// genes (paper: 50; 0 = skip). Fills [`Table1Data::posterior`].
     pub posterior_samples: usize,
+    /// Also report every gimVI method as an ensemble of this many models averaged per fold
+    /// (rows named "… ×M"; 0 or 1: no ensemble rows). Member 0 is the one-model row's own
+    /// fit, so an ensemble costs M − 1 extra trainings per method and fold, and κ*'s ensemble
+    /// reuses κ*'s inner validation.
+    pub ensemble: usize,
 }
 
 /// Wraps an imputer and, when `print` is set, prints one line to stderr when it has finished
@@ -218,11 +223,13 @@ pub fn table1(
         ..TrainConfig::default()
     };
     let shared = SharedFits::default();
-    let gimvi = |kappa: f64, auto: bool| GimviImputer {
-        name: if auto {
-            "gimVI κ* (automatic)".to_string()
-        } else {
-            format!("gimVI κ={kappa}")
+    let members = options.ensemble.max(1);
+    let gimvi = |kappa: f64, auto: bool, ensemble: usize| GimviImputer {
+        name: match (auto, ensemble > 1) {
+            (true, false) => "gimVI κ* (automatic)".to_string(),
+            (true, true) => format!("gimVI κ* ×{ensemble}"),
+            (false, false) => format!("gimVI κ={kappa}"),
+            (false, true) => format!("gimVI κ={kappa} ×{ensemble}"),
         },
         train: TrainConfig {
             kappa,
@@ -234,22 +241,30 @@ pub fn table1(
         device: options.device.clone(),
         auto_kappa: auto,
         chosen_kappas: Vec::new(),
-        posterior_samples: if kappa == 5.0 && !auto {
+        posterior_samples: if kappa == 5.0 && !auto && ensemble == 1 {
             options.posterior_samples
         } else {
             0
         },
         posterior: Vec::new(),
-        record_latent: !auto,
+        record_latent: !auto && ensemble == 1,
         latents: Vec::new(),
-        // κ* reuses the fixed-κ fit of its fold when it chooses 0, 1 or 5.
+        // κ* reuses the fixed-κ fit of its fold when it chooses 0, 1 or 5, and ensembles
+        // reuse the one-model fits as their first member.
         shared: Some(shared.clone()),
+        ensemble,
     };
     let (mut k0, mut k1, mut k5, mut kauto) = (
-        gimvi(0.0, false),
-        gimvi(1.0, false),
-        gimvi(5.0, false),
-        gimvi(5.0, true),
+        gimvi(0.0, false, 1),
+        gimvi(1.0, false, 1),
+        gimvi(5.0, false, 1),
+        gimvi(5.0, true, 1),
+    );
+    let (mut e0, mut e1, mut e5, mut eauto) = (
+        gimvi(0.0, false, members),
+        gimvi(1.0, false, members),
+        gimvi(5.0, false, members),
+        gimvi(5.0, true, members),
     );
     let mut scvi = ScviKnnImputer {
         train: train.clone(),
@@ -265,6 +280,12 @@ pub fn table1(
     let mut methods: Vec<&mut dyn Imputer> = vec![&mut k0, &mut k1, &mut k5];
     if options.auto_kappa {
         methods.push(&mut kauto);
+    }
+    if members > 1 {
+        methods.extend([&mut e0 as &mut dyn Imputer, &mut e1, &mut e5]);
+        if options.auto_kappa {
+            methods.push(&mut eauto);
+        }
     }
     methods.extend([
         &mut scvi as &mut dyn Imputer,

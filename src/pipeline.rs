@@ -184,7 +184,19 @@ pub struct GimviImputer {
     /// Share fits with the other imputers of an evaluation holding the same [`SharedFits`]
     /// (`None`: always train).
     pub shared: Option<SharedFits>,
+    /// Models averaged per fold (0 and 1: one model, the paper's protocol). Member k trains
+    /// from seed `seed + k · ENSEMBLE_SEED_STRIDE` (member 0 is the single model, so an
+    /// ensemble's first member is shared with the one-model imputer of the same settings);
+    /// the imputed means are averaged. With `posterior_samples ≥ 2` every member draws its
+    /// samples and the fold's posterior is their pooled mixture (so the variance also holds
+    /// the spread between members); latents are the first member's.
+    pub ensemble: usize,
 }
+
+/// Seed distance between the members of a [`GimviImputer`] ensemble: larger than any fold
+/// offset (`seed + fold`) and inner κ-validation offset (`seed + 1000 · split`, splits ≤ 5)
+/// so that no member repeats another training's seed.
+pub const ENSEMBLE_SEED_STRIDE: u64 = 7_919;
 
 /// Latent representations (posterior means of z) of both datasets' cells in one fold.
 #[derive(Debug, Clone, PartialEq)]
@@ -253,14 +265,34 @@ impl GimviImputer {
         train_config.seed = self.train.seed.wrapping_add(task.fold as u64);
         if self.auto_kappa {
             // Only the fold's training genes are visible here: the held-out genes never
-            // influence the choice.
-            let choice = choose_kappa(
-                &config,
-                &[sc_counts, sp_counts],
-                &KAPPA_CANDIDATES,
-                &train_config,
-                &self.device,
-            )?;
+            // influence the choice. Imputers sharing fits also share the choice (it depends
+            // on the same things as a fit, not on the ensemble size).
+            let key = self.shared.as_ref().map(|_| {
+                format!(
+                    "κ choice: {}",
+                    self.share_key(task, [sc_counts, sp_counts], &train_config)
+                )
+            });
+            let stored = match (&self.shared, &key) {
+                (Some(shared), Some(key)) => shared.get_choice(key),
+                _ => None,
+            };
+            let choice = match stored {
+                Some(choice) => choice,
+                None => {
+                    let choice = choose_kappa(
+                        &config,
+                        &[sc_counts, sp_counts],
+                        &KAPPA_CANDIDATES,
+                        &train_config,
+                        &self.device,
+                    )?;
+                    if let (Some(shared), Some(key)) = (&self.shared, key) {
+                        shared.put_choice(key, &choice);
+                    }
+                    choice
+                }
+            };
             train_config.kappa = choice.kappa;
             self.chosen_kappas.push(choice);
         }
@@ -314,34 +346,138 @@ impl GimviImputer {
 /// are reused instead of training the same model again. Keys cover all of these (the counts by
 /// shape and checksum), so sharing one `SharedFits` across evaluations is safe; it holds every
 /// stored prediction until dropped.
+/// The automatic κ's per-fold choices are shared the same way (two κ* imputers that differ
+/// only in their ensemble size run the inner validation once).
 #[derive(Debug, Clone, Default)]
-pub struct SharedFits(std::sync::Arc<std::sync::Mutex<Vec<StoredFit>>>);
+pub struct SharedFits {
+    fits: std::sync::Arc<std::sync::Mutex<Vec<StoredFit>>>,
+    choices: std::sync::Arc<std::sync::Mutex<Vec<(String, KappaChoice)>>>,
+}
 
 /// A stored fit: its key and its predictions.
 type StoredFit = (String, Array2<f64>);
 
 impl SharedFits {
     fn get(&self, key: &str) -> Option<Array2<f64>> {
-        let fits = self.0.lock().ok()?;
+        let fits = self.fits.lock().ok()?;
         fits.iter().find(|(k, _)| k == key).map(|(_, p)| p.clone())
     }
 
     fn put(&self, key: String, prediction: &Array2<f64>) {
-        if let Ok(mut fits) = self.0.lock() {
+        if let Ok(mut fits) = self.fits.lock() {
             if !fits.iter().any(|(k, _)| *k == key) {
                 fits.push((key, prediction.clone()));
             }
         }
     }
 
+    fn get_choice(&self, key: &str) -> Option<KappaChoice> {
+        let choices = self.choices.lock().ok()?;
+        choices
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, c)| c.clone())
+    }
+
+    fn put_choice(&self, key: String, choice: &KappaChoice) {
+        if let Ok(mut choices) = self.choices.lock() {
+            if !choices.iter().any(|(k, _)| *k == key) {
+                choices.push((key, choice.clone()));
+            }
+        }
+    }
+
     /// How many fits are stored.
     pub fn len(&self) -> usize {
-        self.0.lock().map_or(0, |f| f.len())
+        self.fits.lock().map_or(0, |f| f.len())
+    }
+
+    /// How many automatic-κ choices are stored.
+    pub fn choices(&self) -> usize {
+        self.choices.lock().map_or(0, |c| c.len())
     }
 
     /// Whether no fit is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// One ensemble member's imputed held-out genes and, when samples were drawn, its posterior
+/// (mean, variance).
+type MemberImputation = (Array2<f64>, Option<(Array2<f64>, Array2<f64>)>);
+
+impl GimviImputer {
+    /// Trains (or reuses) ensemble member `member` of a fold and returns its imputed held-out
+    /// genes (expected counts) and, when samples were drawn, its posterior mean and variance.
+    fn impute_member(
+        &mut self,
+        task: &FoldTask<'_>,
+        config: &ModelConfig,
+        data: [&CsrMatrix; 2],
+        train_config: &TrainConfig,
+        member: usize,
+    ) -> Result<MemberImputation, ImputerError> {
+        let [sc_counts, sp_counts] = data;
+        let train_config = TrainConfig {
+            seed: train_config
+                .seed
+                .wrapping_add(member as u64 * ENSEMBLE_SEED_STRIDE),
+            ..train_config.clone()
+        };
+        let wants_latent = member == 0 && self.record_latent && self.latents.is_empty();
+        let wants_more = wants_latent || self.posterior_samples >= 2;
+        let key = self
+            .shared
+            .as_ref()
+            .map(|_| self.share_key(task, data, &train_config));
+        if let (Some(shared), Some(key), false) = (&self.shared, &key, wants_more) {
+            if let Some(prediction) = shared.get(key) {
+                return Ok((prediction, None));
+            }
+        }
+        let result = fit(config.clone(), &data, &train_config, &self.device, |_| {})?;
+        let imputed = result.model.impute(
+            1,
+            sp_counts,
+            task.test_genes,
+            ImputeOptions {
+                normalized: false,
+                ..ImputeOptions::default()
+            },
+        )?;
+        if wants_latent {
+            self.latents.push(FoldLatent {
+                fold: task.fold,
+                sc: result.model.latent(0, sc_counts)?,
+                spatial: result.model.latent(1, sp_counts)?,
+            });
+        }
+        let posterior = if self.posterior_samples >= 2 {
+            let sampled = result.model.impute(
+                1,
+                sp_counts,
+                task.test_genes,
+                ImputeOptions {
+                    normalized: false,
+                    samples: self.posterior_samples,
+                    // Member 0 draws as the one-model imputer does.
+                    seed: self
+                        .train
+                        .seed
+                        .wrapping_add(member as u64 * ENSEMBLE_SEED_STRIDE),
+                },
+            )?;
+            let variance = sampled.variance.ok_or("no posterior variance returned")?;
+            Some((sampled.mean.mapv(f64::from), variance.mapv(f64::from)))
+        } else {
+            None
+        };
+        let prediction = imputed.mean.mapv(f64::from);
+        if let (Some(shared), Some(key)) = (&self.shared, key) {
+            shared.put(key, &prediction);
+        }
+        Ok((prediction, posterior))
     }
 }
 
@@ -354,63 +490,42 @@ impl Imputer for GimviImputer {
         let sc_counts = to_csr(task.sc_counts.view())?;
         let sp_counts = to_csr(task.spatial_train.view())?;
         let (config, train_config) = self.fold_setup(task, &sc_counts, &sp_counts)?;
-        let wants_more =
-            (self.record_latent && self.latents.is_empty()) || self.posterior_samples >= 2;
-        let key = self
-            .shared
-            .as_ref()
-            .map(|_| self.share_key(task, [&sc_counts, &sp_counts], &train_config));
-        if let (Some(shared), Some(key), false) = (&self.shared, &key, wants_more) {
-            if let Some(prediction) = shared.get(key) {
-                return Ok(prediction);
+        let members = self.ensemble.max(1);
+        let mut prediction: Option<Array2<f64>> = None;
+        // Pooled posterior over the members: Σ means and Σ (variance + mean²).
+        let mut pooled: Option<(Array2<f64>, Array2<f64>)> = None;
+        for member in 0..members {
+            let (p, posterior) = self.impute_member(
+                task,
+                &config,
+                [&sc_counts, &sp_counts],
+                &train_config,
+                member,
+            )?;
+            prediction = Some(match prediction {
+                None => p,
+                Some(sum) => sum + p,
+            });
+            if let Some((mean, variance)) = posterior {
+                let second = &variance + &mean.mapv(|m| m * m);
+                pooled = Some(match pooled {
+                    None => (mean, second),
+                    Some((m, s)) => (m + mean, s + second),
+                });
             }
         }
-        let result = fit(
-            config,
-            &[&sc_counts, &sp_counts],
-            &train_config,
-            &self.device,
-            |_| {},
-        )?;
-        let imputed = result.model.impute(
-            1,
-            &sp_counts,
-            task.test_genes,
-            ImputeOptions {
-                normalized: false,
-                ..ImputeOptions::default()
-            },
-        )?;
-        if self.record_latent && self.latents.is_empty() {
-            self.latents.push(FoldLatent {
-                fold: task.fold,
-                sc: result.model.latent(0, &sc_counts)?,
-                spatial: result.model.latent(1, &sp_counts)?,
-            });
-        }
-        if self.posterior_samples >= 2 {
-            let sampled = result.model.impute(
-                1,
-                &sp_counts,
-                task.test_genes,
-                ImputeOptions {
-                    normalized: false,
-                    samples: self.posterior_samples,
-                    seed: self.train.seed,
-                },
-            )?;
-            let variance = sampled.variance.ok_or("no posterior variance returned")?;
+        let n = members as f64;
+        if let Some((sum_mean, sum_second)) = pooled {
+            let mean = sum_mean / n;
+            // Law of total variance: E[var + mean²] − (E[mean])², clamped at 0 against rounding.
+            let variance = (sum_second / n - mean.mapv(|m| m * m)).mapv(|v| v.max(0.0));
             self.posterior.push(FoldPosterior {
                 genes: task.test_genes.to_vec(),
-                mean: sampled.mean.mapv(f64::from),
-                variance: variance.mapv(f64::from),
+                mean,
+                variance,
             });
         }
-        let prediction = imputed.mean.mapv(f64::from);
-        if let (Some(shared), Some(key)) = (&self.shared, key) {
-            shared.put(key, &prediction);
-        }
-        Ok(prediction)
+        Ok(prediction.ok_or("no ensemble member trained")? / n)
     }
 }
 

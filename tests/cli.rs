@@ -376,4 +376,33 @@ fn evaluate_runs_the_protocol_on_a_small_pair() {
         2,
         "{line}"
     );
+
+    // An ensemble of two models per fold: its own row name; zero members is a one-line error.
+    let ensemble = |members: &str| {
+        gimvi(&[
+            "evaluate",
+            "--quiet",
+            "--sc",
+            s(&scp),
+            "--spatial",
+            s(&spp),
+            "--epochs",
+            "2",
+            "--folds",
+            "2",
+            "--latent",
+            "2",
+            "--ensemble",
+            members,
+        ])
+    };
+    let out = ensemble("2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| gimVI κ=5 ×2 |"), "{table}");
+    assert_one_line_error(&ensemble("0"), "--ensemble must be at least 1");
 }

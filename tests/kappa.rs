@@ -100,6 +100,7 @@ fn imputer(kappa: f64, auto: bool, shared: Option<SharedFits>) -> GimviImputer {
         record_latent: false,
         latents: Vec::new(),
         shared,
+        ensemble: 1,
     }
 }
 
@@ -166,4 +167,83 @@ fn a_shared_fit_is_the_fit_itself() {
         .expect("imputes");
     assert_eq!(shared.len(), before + 1);
     assert_ne!(refit, first);
+}
+
+#[test]
+fn an_ensemble_averages_its_members_and_shares_fits_and_choices() {
+    use gimvi::pipeline::ENSEMBLE_SEED_STRIDE;
+    let sim = small();
+    let genes: Vec<String> = sim
+        .spatial_genes
+        .iter()
+        .map(|&g| sim.genes[g].clone())
+        .collect();
+    let sc = sim.sc_counts.select_cols(&sim.spatial_genes).to_dense_f64();
+    let sp = sim.spatial_counts.to_dense_f64();
+    let test: Vec<usize> = vec![2, 9];
+    let train_genes: Vec<usize> = (0..genes.len()).filter(|g| !test.contains(g)).collect();
+    let sp_train = sp.select(ndarray::Axis(1), &train_genes);
+    let task = FoldTask {
+        fold: 1,
+        gene_names: &genes,
+        sc_counts: sc.view(),
+        spatial_train: sp_train.view(),
+        train_genes: &train_genes,
+        test_genes: &test,
+        seed: 0,
+    };
+    let shared = SharedFits::default();
+    let single = imputer(1.0, false, Some(shared.clone()))
+        .impute(&task)
+        .expect("imputes");
+    let mut pair = imputer(1.0, false, Some(shared.clone()));
+    pair.ensemble = 2;
+    let averaged = pair.impute(&task).expect("imputes");
+    // Member 0 was the stored single fit; member 1 trained once more.
+    assert_eq!(shared.len(), 2);
+    // Member 1 is the fit from seed + stride (fresh, not shared).
+    let mut second = imputer(1.0, false, None);
+    second.train.seed += ENSEMBLE_SEED_STRIDE;
+    let other = second.impute(&task).expect("imputes");
+    assert_ne!(other, single, "the members differ");
+    let expected = (&single + &other) / 2.0;
+    let gap = (&averaged - &expected)
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(gap < 1e-9, "ensemble = mean of its members (gap {gap})");
+
+    // κ* ×2 reuses κ*'s inner choice: the inner validation runs once for both.
+    let mut auto = imputer(5.0, true, Some(shared.clone()));
+    auto.impute(&task).expect("imputes");
+    assert_eq!(shared.choices(), 1);
+    let mut auto_pair = imputer(5.0, true, Some(shared.clone()));
+    auto_pair.ensemble = 2;
+    auto_pair.impute(&task).expect("imputes");
+    assert_eq!(shared.choices(), 1);
+    assert_eq!(auto_pair.chosen_kappas, auto.chosen_kappas);
+
+    // Pooled posterior = the mixture of the members' posteriors (law of total variance).
+    let with_samples = |seed_offset: u64, ensemble: usize| {
+        let mut m = imputer(1.0, false, None);
+        m.train.seed += seed_offset;
+        m.posterior_samples = 8;
+        m.ensemble = ensemble;
+        m.impute(&task).expect("imputes");
+        m.posterior.remove(0)
+    };
+    let (a, b) = (with_samples(0, 1), with_samples(ENSEMBLE_SEED_STRIDE, 1));
+    let pooled = with_samples(0, 2);
+    let mean = (&a.mean + &b.mean) / 2.0;
+    let second =
+        (&a.variance + &a.mean.mapv(|m| m * m) + &b.variance + &b.mean.mapv(|m| m * m)) / 2.0;
+    let variance = second - mean.mapv(|m| m * m);
+    let close = |x: &ndarray::Array2<f64>, y: &ndarray::Array2<f64>| {
+        x.iter()
+            .zip(y)
+            .all(|(u, v)| (u - v).abs() <= 1e-6 * (1.0 + v.abs()))
+    };
+    assert!(close(&pooled.mean, &mean));
+    assert!(close(&pooled.variance, &variance.mapv(|v| v.max(0.0))));
+    // The members disagree, so the pooled variance exceeds the members' average variance.
+    assert!(pooled.variance.sum() > (&a.variance + &b.variance).sum() / 2.0);
 }

@@ -20,7 +20,7 @@ pub struct Pair {
 
 const USAGE: &str =
     "options: [--quick] [--epochs N] [--folds K] [--folds-from FILE.json] [--seed S] \
-[--no-auto-kappa] \
+[--no-auto-kappa] [--ensemble M] \
 [--reference auto|paper|substitute] [--data DIR] [--out DIR] [--backend auto|ndarray|flex|wgpu|cuda]";
 
 pub fn run(pair: Pair) -> ExitCode {
@@ -53,6 +53,11 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
     let epochs: usize = value("--epochs").map_or(Ok(if quick { 2 } else { 100 }), |v| v.parse())?;
     let folds: usize = value("--folds").map_or(Ok(5), |v| v.parse())?;
     let seed: u64 = value("--seed").map_or(Ok(0), |v| v.parse())?;
+    // Extra rows: every gimVI method as an average of M models (1 = none).
+    let ensemble: usize = value("--ensemble").map_or(Ok(1), |v| v.parse())?;
+    if ensemble == 0 {
+        return Err(format!("--ensemble must be at least 1; {USAGE}").into());
+    }
     let reference = match value("--reference").as_deref() {
         None | Some("auto") => Reference::PaperOrSubstitute,
         Some("paper") => Reference::Paper,
@@ -101,6 +106,7 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
         auto_kappa: !args.iter().any(|a| a == "--no-auto-kappa"),
         progress: true,
         posterior_samples: if quick { 10 } else { 50 },
+        ensemble,
         device: backend.open()?.autodiff(),
         fold_of: match value("--folds-from") {
             None => None,
@@ -120,7 +126,13 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
     eprintln!(
         "{} folds × {} methods, {epochs} epochs each{} …",
         folds,
-        if options.auto_kappa { 7 } else { 6 },
+        // κ = 0, 1, 5, scVI + k-NN, mean, k-NN; κ*; and the ensemble rows.
+        6 + usize::from(options.auto_kappa)
+            + if ensemble > 1 {
+                3 + usize::from(options.auto_kappa)
+            } else {
+                0
+            },
         if quick {
             " (quick smoke run, not a result)"
         } else {
