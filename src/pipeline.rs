@@ -346,6 +346,7 @@ impl GimviImputer {
 /// are reused instead of training the same model again. Keys cover all of these (the counts by
 /// shape and checksum), so sharing one `SharedFits` across evaluations is safe; it holds every
 /// stored prediction until dropped.
+///
 /// The automatic κ's per-fold choices are shared the same way (two κ* imputers that differ
 /// only in their ensemble size run the inner validation once).
 #[derive(Debug, Clone, Default)]
@@ -357,34 +358,39 @@ pub struct SharedFits {
 /// A stored fit: its key and its predictions.
 type StoredFit = (String, Array2<f64>);
 
+/// The entry stored under `key`, if any.
+fn lookup<T: Clone>(store: &std::sync::Mutex<Vec<(String, T)>>, key: &str) -> Option<T> {
+    let entries = store.lock().ok()?;
+    entries
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+}
+
+/// Stores `value` under `key` unless an entry has that key already.
+fn store<T: Clone>(store: &std::sync::Mutex<Vec<(String, T)>>, key: String, value: &T) {
+    if let Ok(mut entries) = store.lock() {
+        if !entries.iter().any(|(k, _)| *k == key) {
+            entries.push((key, value.clone()));
+        }
+    }
+}
+
 impl SharedFits {
     fn get(&self, key: &str) -> Option<Array2<f64>> {
-        let fits = self.fits.lock().ok()?;
-        fits.iter().find(|(k, _)| k == key).map(|(_, p)| p.clone())
+        lookup(&self.fits, key)
     }
 
     fn put(&self, key: String, prediction: &Array2<f64>) {
-        if let Ok(mut fits) = self.fits.lock() {
-            if !fits.iter().any(|(k, _)| *k == key) {
-                fits.push((key, prediction.clone()));
-            }
-        }
+        store(&self.fits, key, prediction);
     }
 
     fn get_choice(&self, key: &str) -> Option<KappaChoice> {
-        let choices = self.choices.lock().ok()?;
-        choices
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, c)| c.clone())
+        lookup(&self.choices, key)
     }
 
     fn put_choice(&self, key: String, choice: &KappaChoice) {
-        if let Ok(mut choices) = self.choices.lock() {
-            if !choices.iter().any(|(k, _)| *k == key) {
-                choices.push((key, choice.clone()));
-            }
-        }
+        store(&self.choices, key, choice);
     }
 
     /// How many fits are stored.
