@@ -191,6 +191,12 @@ pub struct GimviImputer {
     /// samples and the fold's posterior is their pooled mixture (so the variance also holds
     /// the spread between members); latents are the first member's.
     pub ensemble: usize,
+    /// Average over κ instead of one κ (empty: one κ, `train.kappa` or the automatic
+    /// choice): each fold's imputation is the mean of models trained at each of these κ
+    /// (each an ensemble of `ensemble` members, all equally weighted), so no κ has to be
+    /// chosen. Cannot be combined with `auto_kappa`. With [`SharedFits`] held by the
+    /// fixed-κ imputers of the same settings it trains nothing of its own.
+    pub kappa_average: Vec<f64>,
 }
 
 /// Seed distance between the members of a [`GimviImputer`] ensemble: larger than any fold
@@ -495,17 +501,39 @@ impl Imputer for GimviImputer {
     fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError> {
         let sc_counts = to_csr(task.sc_counts.view())?;
         let sp_counts = to_csr(task.spatial_train.view())?;
+        if self.auto_kappa && !self.kappa_average.is_empty() {
+            return Err("an average over κ cannot also choose κ automatically".into());
+        }
+        if let Some(&bad) = self
+            .kappa_average
+            .iter()
+            .find(|k| !(k.is_finite() && **k >= 0.0))
+        {
+            return Err(format!("κ must be a finite number ≥ 0, got {bad}").into());
+        }
         let (config, train_config) = self.fold_setup(task, &sc_counts, &sp_counts)?;
         let members = self.ensemble.max(1);
+        // One κ, or every κ of the average (each with its `members` models).
+        let kappas = if self.kappa_average.is_empty() {
+            vec![train_config.kappa]
+        } else {
+            self.kappa_average.clone()
+        };
         let mut prediction: Option<Array2<f64>> = None;
         // Pooled posterior over the members: Σ means and Σ (variance + mean²).
         let mut pooled: Option<(Array2<f64>, Array2<f64>)> = None;
-        for member in 0..members {
+        for (kappa, member) in kappas
+            .iter()
+            .flat_map(|&k| (0..members).map(move |m| (k, m)))
+        {
             let (p, posterior) = self.impute_member(
                 task,
                 &config,
                 [&sc_counts, &sp_counts],
-                &train_config,
+                &TrainConfig {
+                    kappa,
+                    ..train_config.clone()
+                },
                 member,
             )?;
             prediction = Some(match prediction {
@@ -520,7 +548,7 @@ impl Imputer for GimviImputer {
                 });
             }
         }
-        let n = members as f64;
+        let n = (members * kappas.len()) as f64;
         if let Some((sum_mean, sum_second)) = pooled {
             let mean = sum_mean / n;
             // Law of total variance: E[var + mean²] − (E[mean])², clamped at 0 against rounding.

@@ -405,4 +405,39 @@ fn evaluate_runs_the_protocol_on_a_small_pair() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("| gimVI κ=5 ×2 |"), "{table}");
     assert_one_line_error(&ensemble("0"), "--ensemble must be at least 1");
+
+    // An average over κ: its own row; with --kappa auto, or a negative κ, a one-line error.
+    let average = |kappas: &str, kappa: &str| {
+        gimvi(&[
+            "evaluate",
+            "--quiet",
+            "--sc",
+            s(&scp),
+            "--spatial",
+            s(&spp),
+            "--epochs",
+            "2",
+            "--folds",
+            "2",
+            "--latent",
+            "2",
+            "--kappa",
+            kappa,
+            "--average-kappas",
+            kappas,
+        ])
+    };
+    let out = average("0,5", "5");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| gimVI avg κ=0,5 |"), "{table}");
+    assert_one_line_error(
+        &average("0,5", "auto"),
+        "--average-kappas replaces --kappa auto",
+    );
+    assert_one_line_error(&average("0,-1", "5"), "finite number ≥ 0");
 }

@@ -101,6 +101,7 @@ fn imputer(kappa: f64, auto: bool, shared: Option<SharedFits>) -> GimviImputer {
         latents: Vec::new(),
         shared,
         ensemble: 1,
+        kappa_average: Vec::new(),
     }
 }
 
@@ -246,4 +247,59 @@ fn an_ensemble_averages_its_members_and_shares_fits_and_choices() {
     assert!(close(&pooled.variance, &variance.mapv(|v| v.max(0.0))));
     // The members disagree, so the pooled variance exceeds the members' average variance.
     assert!(pooled.variance.sum() > (&a.variance + &b.variance).sum() / 2.0);
+}
+
+#[test]
+fn an_average_over_kappa_is_the_mean_of_the_fixed_kappa_fits_and_trains_nothing_new() {
+    let sim = small();
+    let genes: Vec<String> = sim
+        .spatial_genes
+        .iter()
+        .map(|&g| sim.genes[g].clone())
+        .collect();
+    let sc = sim.sc_counts.select_cols(&sim.spatial_genes).to_dense_f64();
+    let sp = sim.spatial_counts.to_dense_f64();
+    let test: Vec<usize> = vec![3, 8];
+    let train_genes: Vec<usize> = (0..genes.len()).filter(|g| !test.contains(g)).collect();
+    let sp_train = sp.select(ndarray::Axis(1), &train_genes);
+    let task = FoldTask {
+        fold: 2,
+        gene_names: &genes,
+        sc_counts: sc.view(),
+        spatial_train: sp_train.view(),
+        train_genes: &train_genes,
+        test_genes: &test,
+        seed: 0,
+    };
+    let shared = SharedFits::default();
+    let fixed: Vec<_> = [0.0, 5.0]
+        .iter()
+        .map(|&k| {
+            imputer(k, false, Some(shared.clone()))
+                .impute(&task)
+                .expect("imputes")
+        })
+        .collect();
+    assert_eq!(shared.len(), 2);
+    let mut average = imputer(1.0, false, Some(shared.clone()));
+    average.kappa_average = vec![0.0, 5.0];
+    let averaged = average.impute(&task).expect("imputes");
+    // Both fits were reused: nothing was trained or stored anew.
+    assert_eq!(shared.len(), 2);
+    let expected = (&fixed[0] + &fixed[1]) / 2.0;
+    let gap = (&averaged - &expected)
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(gap < 1e-9, "average over κ = mean of the fits (gap {gap})");
+    assert_ne!(fixed[0], fixed[1], "the two κ give different fits");
+
+    // Combined with the automatic choice, or with a bad κ: a typed error, not a panic.
+    let mut both = imputer(1.0, true, None);
+    both.kappa_average = vec![0.0, 1.0];
+    let err = both.impute(&task).expect_err("auto + average is refused");
+    assert!(err.to_string().contains("cannot also choose κ"), "{err}");
+    let mut bad = imputer(1.0, false, None);
+    bad.kappa_average = vec![0.0, f64::NAN];
+    let err = bad.impute(&task).expect_err("NaN κ is refused");
+    assert!(err.to_string().contains("finite number"), "{err}");
 }

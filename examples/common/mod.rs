@@ -126,10 +126,10 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
     eprintln!(
         "{} folds × {} methods, {epochs} epochs each{} …",
         folds,
-        // κ = 0, 1, 5, scVI + k-NN, mean, k-NN; κ*; and the ensemble rows.
-        6 + usize::from(options.auto_kappa)
+        // κ = 0, 1, 5, their average, scVI + k-NN, mean, k-NN; κ*; and the ensemble rows.
+        7 + usize::from(options.auto_kappa)
             + if ensemble > 1 {
-                3 + usize::from(options.auto_kappa)
+                4 + usize::from(options.auto_kappa)
             } else {
                 0
             },

@@ -187,6 +187,11 @@ struct EvaluateArgs {
     /// Averaging removes much of one training's seed-to-seed noise at ENSEMBLE× the time.
     #[arg(long, default_value_t = 1)]
     ensemble: usize,
+    /// Average the models of several κ instead of training one, e.g. `0,1,5` (each an
+    /// ensemble of ENSEMBLE models): no κ has to be chosen, at one training per κ.
+    /// Replaces --kappa (a number is ignored; 'auto' is refused).
+    #[arg(long, value_delimiter = ',', value_name = "KAPPAS")]
+    average_kappas: Vec<f64>,
     /// Write the full report (per-gene correlations, timings) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -601,11 +606,20 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
     if args.ensemble == 0 {
         return Err("--ensemble must be at least 1 (models averaged per fold)".into());
     }
+    if auto && !args.average_kappas.is_empty() {
+        return Err("--average-kappas replaces --kappa auto; give one or the other".into());
+    }
+    let kappa_name = if args.average_kappas.is_empty() {
+        format!("κ={}", a.kappa)
+    } else {
+        let list: Vec<String> = args.average_kappas.iter().map(f64::to_string).collect();
+        format!("avg κ={}", list.join(","))
+    };
     let mut gimvi = GimviImputer {
         name: if args.ensemble > 1 {
-            format!("gimVI κ={} ×{}", a.kappa, args.ensemble)
+            format!("gimVI {kappa_name} ×{}", args.ensemble)
         } else {
-            format!("gimVI κ={}", a.kappa)
+            format!("gimVI {kappa_name}")
         },
         train: train_config(a, true)?,
         n_latent: a.latent,
@@ -620,6 +634,7 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
         latents: Vec::new(),
         shared: None,
         ensemble: args.ensemble,
+        kappa_average: args.average_kappas.clone(),
     };
     let mut mean = MeanImputer;
     let mut knn = KnnExpressionImputer::default();
