@@ -7,8 +7,9 @@
 //!
 //! Methods: gimVI with κ = 0 (the δρ reference, as in Table 1), κ = 1, κ = 5 and κ chosen
 //! automatically per fold on the fold's training genes only ([`crate::pipeline::choose_kappa`]);
-//! the average of the κ = 0, 1 and 5 models ("gimVI avg κ=0,1,5", built from those rows' fits,
-//! see [`crate::pipeline::GimviImputer::kappa_average`]); the paper's scVI + k-NN baseline; a per-gene-mean baseline; k-NN on the shared genes.
+//! the average of the κ = 0, 1 and 5 models ("gimVI avg κ=0,1,5", built from those rows'
+//! fits, see [`crate::pipeline::GimviImputer::kappa_average`]); the paper's scVI + k-NN
+//! baseline; a per-gene-mean baseline; k-NN on the shared genes.
 
 use gimvi_data::prepare::{drop_empty_cells, match_genes, validate_counts, CountPolicy};
 use gimvi_data::registry::DatasetPair;

@@ -195,7 +195,8 @@ pub struct GimviImputer {
     /// choice): each fold's imputation is the mean of models trained at each of these κ
     /// (each an ensemble of `ensemble` members, all equally weighted), so no κ has to be
     /// chosen. Cannot be combined with `auto_kappa`. With [`SharedFits`] held by the
-    /// fixed-κ imputers of the same settings it trains nothing of its own.
+    /// fixed-κ imputers of the same settings it trains nothing of its own. Used by
+    /// [`Imputer::impute`]; [`GimviImputer::fit_fold`] trains one model at `train.kappa`.
     pub kappa_average: Vec<f64>,
 }
 
