@@ -500,8 +500,8 @@ impl Imputer for GimviImputer {
     }
 
     fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError> {
-        let sc_counts = to_csr(task.sc_counts.view())?;
-        let sp_counts = to_csr(task.spatial_train.view())?;
+        // Settings first (before any conversion or training): the trainer would reject a bad
+        // κ too, but only after the average's earlier κ had been trained.
         if self.auto_kappa && !self.kappa_average.is_empty() {
             return Err("an average over κ cannot also choose κ automatically".into());
         }
@@ -512,6 +512,8 @@ impl Imputer for GimviImputer {
         {
             return Err(format!("κ must be a finite number ≥ 0, got {bad}").into());
         }
+        let sc_counts = to_csr(task.sc_counts.view())?;
+        let sp_counts = to_csr(task.spatial_train.view())?;
         let (config, train_config) = self.fold_setup(task, &sc_counts, &sp_counts)?;
         let members = self.ensemble.max(1);
         // One κ, or every κ of the average (each with its `members` models).
