@@ -26,8 +26,8 @@ use ndarray::{Array2, ArrayView2};
 use std::time::Instant;
 
 use crate::pipeline::{
-    FoldLatent, FoldPosterior, GimviImputer, KappaChoice, PipelineError, ScviKnnImputer,
-    SharedFits, KAPPA_CANDIDATES,
+    single_dataset_latent, to_csr, FoldLatent, FoldPosterior, GimviImputer, KappaChoice,
+    PipelineError, ScviKnnImputer, SharedFits, KAPPA_CANDIDATES,
 };
 use crate::Device;
 
@@ -162,16 +162,17 @@ pub struct IntegrationCurve {
     /// global proportions, negative = segregated), per k.
     pub mixing: Vec<f64>,
     /// Mean k-NN purity (Jaccard) of the scRNA-seq cells: joint latent space against the
-    /// cells' own expression space (log-normalised counts on the fold's training genes), per k.
+    /// cells' own space, per k ([`table1`]: the latent space of a model fitted on the
+    /// scRNA-seq data alone, as in the paper).
     pub purity_sc: Vec<f64>,
     /// The same for the spatial cells.
     pub purity_spatial: Vec<f64>,
 }
 
-/// Fig. 2's metrics for one fold's latents. The "own" space of each dataset (the paper: a
-/// model fitted on that dataset alone) is here its log-normalised expression on the fold's
-/// training genes, so purity asks how much of each dataset's own neighbourhood structure the
-/// joint space keeps.
+/// Fig. 2's metrics for one fold's latents. `own_sc` and `own_spatial` are each dataset's own
+/// space, cells in the latents' order: [`table1`] passes, as the paper does, the latent space
+/// of a model fitted on that dataset alone ([`crate::pipeline::single_dataset_latent`]), so
+/// purity asks how much of each dataset's own neighbourhood structure the joint space keeps.
 pub fn integration_curve(
     method: &str,
     latent: &FoldLatent,
@@ -409,10 +410,32 @@ pub fn table1(
             .get(first.fold)
             .map(|held| training(held))
             .unwrap_or_default();
-        let own = |dense: &Array2<f64>| {
-            log_normalise(dense.select(ndarray::Axis(1), &fold_genes).view()).mapv(|v| v as f32)
+        // The paper's reference spaces: a model of each dataset alone (scVI, κ = 0) on the
+        // genes the joint model saw for it — all shared genes for the scRNA-seq data, the
+        // fold's training genes for the spatial data — trained like the joint models.
+        let own_train = TrainConfig {
+            seed: train.seed.wrapping_add(first.fold as u64),
+            ..train.clone()
         };
-        let (own_sc, own_sp) = (own(&sc_dense), own(&sp_dense));
+        let own_sc = single_dataset_latent(
+            &to_csr(sc_dense.view())?,
+            &sc.genes,
+            CountLikelihood::Zinb,
+            true,
+            options.n_latent,
+            &own_train,
+            &options.device,
+        )?;
+        let sp_genes: Vec<String> = fold_genes.iter().map(|&g| sc.genes[g].clone()).collect();
+        let own_sp = single_dataset_latent(
+            &to_csr(sp_dense.select(ndarray::Axis(1), &fold_genes).view())?,
+            &sp_genes,
+            options.spatial_likelihood,
+            false,
+            options.n_latent,
+            &own_train,
+            &options.device,
+        )?;
         let n_min = own_sc.nrows().min(own_sp.nrows());
         let ks: Vec<usize> = gimvi_metrics::integration::default_ks()
             .into_iter()

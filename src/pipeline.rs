@@ -148,6 +148,50 @@ pub fn fit(
     Ok(train(model, data, train_config, on_epoch)?)
 }
 
+/// Fits a model of one dataset alone — scVI: a private encoder, the softmax decoder, no
+/// adversary (κ = 0) — and returns its cells' latent posterior means (cells × `n_latent`).
+/// This is the paper's reference space for k-NN purity (Fig. 2): how much of each dataset's
+/// own neighbourhood structure the joint latent space keeps. `latent_library` models the
+/// library as scRNA-seq does (LogNormal prior from the data's own log-library moments);
+/// otherwise the observed library is used, as for spatial data. `train.kappa` is ignored.
+pub fn single_dataset_latent(
+    counts: &CsrMatrix,
+    genes: &[String],
+    likelihood: CountLikelihood,
+    latent_library: bool,
+    n_latent: usize,
+    train: &TrainConfig,
+    device: &Device,
+) -> Result<Array2<f32>, PipelineError> {
+    if genes.len() != counts.n_cols() {
+        return Err(PipelineError::Input(format!(
+            "{} gene names for a matrix of {} genes",
+            genes.len(),
+            counts.n_cols()
+        )));
+    }
+    let library = if latent_library {
+        let (log_mean, log_var) = log_library_moments(counts);
+        LibraryModel::Latent { log_mean, log_var }
+    } else {
+        LibraryModel::Observed
+    };
+    let spec = DatasetSpec {
+        name: "own".into(),
+        genes: genes.to_vec(),
+        gene_index: (0..genes.len()).collect(),
+        likelihood,
+        library,
+    };
+    let config = ModelConfig::new(genes.to_vec(), vec![spec]).with_latent(n_latent);
+    let train = TrainConfig {
+        kappa: 0.0,
+        ..train.clone()
+    };
+    let result = fit(config, &[counts], &train, device, |_| {})?;
+    Ok(result.model.latent(0, counts)?)
+}
+
 /// gimVI as an [`Imputer`] of the held-out-gene protocol: per fold, a model with the
 /// scRNA-seq data on all shared genes and the spatial data on the fold's training genes is
 /// trained, and the held-out genes are imputed as expected counts (ρ′ scaled by the observed

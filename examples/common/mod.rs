@@ -344,9 +344,9 @@ fn figures(
             "\n## Integration (Fig. 2, `fig2.svg`)\n\nFold {} models; mean over cells. Entropy \
              of mixing in KL form (0 = every neighbourhood has the global dataset proportions, \
              negative = segregated); k-NN purity = Jaccard index between a cell's k nearest \
-             neighbours in the joint latent space and in its own dataset's log-normalised \
-             expression on the fold's training genes (the paper used a model fitted on that \
-             dataset alone).\n\n| method | mixing k=10 | mixing k=50 | mixing k=100 | purity sc \
+             neighbours in the joint latent space and in the latent space of a model fitted on \
+             its own dataset alone (scVI, κ = 0, on the genes the joint model saw for that \
+             dataset), as in the paper.\n\n| method | mixing k=10 | mixing k=50 | mixing k=100 | purity sc \
              k=10 / 50 / 100 | purity spatial k=10 / 50 / 100 |\n|---|---|---|---|---|---|\n",
             used.integration[0].fold + 1
         ));

@@ -106,15 +106,13 @@ impl ModelConfig {
         self.genes.len()
     }
 
-    /// Checks internal consistency: ≥ 2 datasets, gene maps in range and of the right length,
-    /// positive sizes, dropout rates in [0, 1), finite library priors.
+    /// Checks internal consistency: ≥ 1 dataset, gene maps in range and of the right length,
+    /// positive sizes, dropout rates in [0, 1), finite library priors. One dataset makes a
+    /// single-dataset VAE (scVI); the trainer then refuses κ > 0, since the adversary needs two.
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::Config(m));
-        if self.datasets.len() < 2 {
-            return bad(format!(
-                "gimVI needs at least two datasets, got {}",
-                self.datasets.len()
-            ));
+        if self.datasets.is_empty() {
+            return bad("the model needs at least one dataset, got none".into());
         }
         if self.genes.is_empty() {
             return bad("the model gene space is empty".into());

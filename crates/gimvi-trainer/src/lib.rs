@@ -66,7 +66,8 @@ pub struct TrainConfig {
     pub adam_epsilon: f64,
     /// L2 weight decay coupled into the gradient (default 10⁻⁶).
     pub weight_decay: f64,
-    /// Weight κ of the adversarial terms (default 5; 0 switches the classifier off).
+    /// Weight κ of the adversarial terms (default 5; 0 switches the classifier off; a model of
+    /// one dataset needs 0).
     pub kappa: f64,
     /// Epochs of linear KL warm-up, β = epoch / warm-up (default 400, as scvi-tools; 0 = no
     /// warm-up).
@@ -282,6 +283,14 @@ pub fn train(
         )));
     }
 
+    if n_sets < 2 && config.kappa > 0.0 {
+        return Err(TrainError::Config(format!(
+            "κ = {} needs two datasets for the adversarial classifier; this model has {n_sets} \
+             (set κ = 0 to train a single-dataset model)",
+            config.kappa
+        )));
+    }
+
     let device = model.device.clone();
     // Host-side generators: `rng` for the split and minibatch order, `noise` for every draw
     // inside the networks (reparameterisation, dropout); the backend's own generator is unused.
@@ -456,10 +465,10 @@ pub fn train(
                 });
             }
             let rec = rec_total
-                .expect("at least two datasets")
+                .expect("at least one dataset")
                 .div_scalar(n_cells as f64);
             let kl = kl_total
-                .expect("at least two datasets")
+                .expect("at least one dataset")
                 .div_scalar(n_cells as f64);
             let rec_v = scalar(rec.clone());
             let kl_v = scalar(kl.clone());

@@ -490,3 +490,60 @@ fn a_bad_decoder_learning_rate_factor_is_refused() {
         );
     }
 }
+
+#[test]
+fn a_single_dataset_model_learns_the_cells_neighbourhoods_and_refuses_the_adversary() {
+    use gimvi_metrics::integration::knn_purity;
+    let sim = simulate(&SimulationConfig {
+        seed: 6,
+        ..SimulationConfig::default()
+    });
+    let spec = DatasetSpec {
+        name: "scRNA-seq".into(),
+        genes: sim.genes.clone(),
+        gene_index: (0..sim.genes.len()).collect(),
+        likelihood: CountLikelihood::Zinb,
+        library: log_library_prior(&sim.sc_counts),
+    };
+    let config = ModelConfig::new(sim.genes.clone(), vec![spec]).with_latent(6);
+    let model = || GimviModel::new(config.clone(), &device(), 3).expect("one dataset is valid");
+
+    // The adversary needs two datasets: κ > 0 is a configuration error, before any epoch.
+    let mut epochs_run = 0;
+    let err = train(model(), &[&sim.sc_counts], &quick(3, 5.0, 0), |_| {
+        epochs_run += 1
+    })
+    .unwrap_err();
+    assert!(matches!(err, TrainError::Config(_)), "{err}");
+    assert!(err.to_string().contains("two datasets"), "{err}");
+    assert_eq!(epochs_run, 0);
+
+    // κ = 0: an scVI model of the scRNA-seq data alone.
+    let r = train(model(), &[&sim.sc_counts], &quick(60, 0.0, 3), |_| {}).expect("trains");
+    let first = r.history[0].validation_loss.unwrap();
+    let last = r.history.last().unwrap().validation_loss.unwrap();
+    assert!(
+        last < first,
+        "validation loss did not fall: {first} → {last}"
+    );
+    let z = r.model.latent(0, &sim.sc_counts).unwrap();
+    assert_eq!(z.dim(), (sim.sc_counts.n_rows(), 6));
+    // Its neighbourhoods recover those of the simulated latent z far better than chance (a
+    // latent with its cells shuffled).
+    let truth = sim.sc_z.mapv(|v| v as f32);
+    let ks = [15];
+    let mean = |p: Vec<Vec<f64>>| p[0].iter().sum::<f64>() / p[0].len() as f64;
+    let learned = mean(knn_purity(z.view(), truth.view(), &ks).unwrap());
+    let mut order: Vec<usize> = (0..z.nrows()).collect();
+    order.reverse();
+    order.rotate_left(z.nrows() / 3);
+    let shuffled = z.select(ndarray::Axis(0), &order);
+    let chance = mean(knn_purity(shuffled.view(), truth.view(), &ks).unwrap());
+    println!(
+        "k-NN purity against the simulated z at k = 15: learned {learned:.3}, shuffled {chance:.3}"
+    );
+    assert!(
+        learned > 0.15 && learned > 10.0 * chance,
+        "learned {learned}, shuffled {chance}"
+    );
+}
