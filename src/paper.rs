@@ -26,8 +26,8 @@ use ndarray::{Array2, ArrayView2};
 use std::time::Instant;
 
 use crate::pipeline::{
-    single_dataset_latent, to_csr, FoldLatent, FoldPosterior, GimviImputer, KappaChoice,
-    PipelineError, ScviKnnImputer, SharedFits, KAPPA_CANDIDATES,
+    method_name, single_dataset_latent, to_csr, FoldLatent, FoldPosterior, GimviImputer,
+    KappaChoice, PipelineError, ScviKnnImputer, SharedFits, KAPPA_CANDIDATES,
 };
 use crate::Device;
 
@@ -229,12 +229,7 @@ pub fn table1(
     let shared = SharedFits::default();
     let members = options.ensemble.max(1);
     let gimvi = |kappa: f64, auto: bool, ensemble: usize| GimviImputer {
-        name: match (auto, ensemble > 1) {
-            (true, false) => "gimVI κ* (automatic)".to_string(),
-            (true, true) => format!("gimVI κ* ×{ensemble}"),
-            (false, false) => format!("gimVI κ={kappa}"),
-            (false, true) => format!("gimVI κ={kappa} ×{ensemble}"),
-        },
+        name: method_name(kappa, auto, &[], ensemble),
         train: TrainConfig {
             kappa,
             ..train.clone()
@@ -262,11 +257,7 @@ pub fn table1(
     // The average over the paper's three κ: built from the fixed-κ rows' own fits (shared),
     // so it trains nothing; it is computed after them in every fold.
     let average = |ensemble: usize| GimviImputer {
-        name: if ensemble > 1 {
-            format!("gimVI avg κ=0,1,5 ×{ensemble}")
-        } else {
-            "gimVI avg κ=0,1,5".to_string()
-        },
+        name: method_name(5.0, false, &KAPPA_CANDIDATES, ensemble),
         posterior_samples: 0,
         record_latent: false,
         kappa_average: KAPPA_CANDIDATES.to_vec(),

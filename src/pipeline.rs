@@ -610,6 +610,30 @@ impl Imputer for GimviImputer {
     }
 }
 
+/// The report name of a gimVI configuration, the same in the examples, `table1` and the CLI:
+/// "gimVI κ=5", "gimVI κ* (automatic)" (`auto`), "gimVI avg κ=0,1,5" (a non-empty
+/// `average`, which takes precedence over `kappa`), each with " ×M" for an ensemble of M > 1
+/// models per fold ("gimVI κ* ×M" for the automatic κ).
+pub fn method_name(kappa: f64, auto: bool, average: &[f64], ensemble: usize) -> String {
+    let times = if ensemble > 1 {
+        format!(" ×{ensemble}")
+    } else {
+        String::new()
+    };
+    if !average.is_empty() {
+        let list: Vec<String> = average.iter().map(f64::to_string).collect();
+        format!("gimVI avg κ={}{times}", list.join(","))
+    } else if auto {
+        if ensemble > 1 {
+            format!("gimVI κ*{times}")
+        } else {
+            "gimVI κ* (automatic)".to_string()
+        }
+    } else {
+        format!("gimVI κ={kappa}{times}")
+    }
+}
+
 /// A dense f64 count matrix as CSR (f32 values).
 pub fn to_csr(m: ndarray::ArrayView2<'_, f64>) -> Result<CsrMatrix, DataError> {
     let v: Vec<f32> = m.iter().map(|&x| x as f32).collect();

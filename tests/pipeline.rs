@@ -84,3 +84,20 @@ fn a_single_dataset_latent_is_seeded_and_refuses_mismatched_genes() {
     assert!(matches!(err, PipelineError::Input(_)), "{err}");
     assert!(err.to_string().contains("gene names"), "{err}");
 }
+
+#[test]
+fn method_names_are_the_reports_row_names() {
+    use gimvi::pipeline::method_name;
+    assert_eq!(method_name(5.0, false, &[], 1), "gimVI κ=5");
+    assert_eq!(method_name(0.5, false, &[], 3), "gimVI κ=0.5 ×3");
+    assert_eq!(method_name(5.0, true, &[], 1), "gimVI κ* (automatic)");
+    assert_eq!(method_name(5.0, true, &[], 3), "gimVI κ* ×3");
+    assert_eq!(
+        method_name(5.0, false, &[0.0, 1.0, 5.0], 1),
+        "gimVI avg κ=0,1,5"
+    );
+    assert_eq!(
+        method_name(1.0, false, &[0.0, 5.0], 2),
+        "gimVI avg κ=0,5 ×2"
+    );
+}

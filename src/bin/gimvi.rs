@@ -13,7 +13,7 @@ use gimvi::likelihoods::CountLikelihood;
 use gimvi::metrics::protocol::{evaluate, KnnExpressionImputer, MeanImputer, ProtocolConfig};
 use gimvi::model::{GimviModel, ImputeOptions, LibraryModel};
 use gimvi::pipeline::{
-    choose_kappa, fit, prepare_model, GimviImputer, ModelInputs, KAPPA_CANDIDATES,
+    choose_kappa, fit, method_name, prepare_model, GimviImputer, ModelInputs, KAPPA_CANDIDATES,
     KAPPA_INNER_SPLITS,
 };
 use gimvi::trainer::TrainConfig;
@@ -609,18 +609,13 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
     if auto && !args.average_kappas.is_empty() {
         return Err("--average-kappas replaces --kappa auto; give one or the other".into());
     }
-    let kappa_name = if args.average_kappas.is_empty() {
-        format!("κ={}", a.kappa)
-    } else {
-        let list: Vec<String> = args.average_kappas.iter().map(f64::to_string).collect();
-        format!("avg κ={}", list.join(","))
-    };
     let mut gimvi = GimviImputer {
-        name: if args.ensemble > 1 {
-            format!("gimVI {kappa_name} ×{}", args.ensemble)
-        } else {
-            format!("gimVI {kappa_name}")
-        },
+        name: method_name(
+            kappa(a)?.unwrap_or(0.0),
+            auto,
+            &args.average_kappas,
+            args.ensemble,
+        ),
         train: train_config(a, true)?,
         n_latent: a.latent,
         sc_likelihood: sc_lik,
