@@ -206,6 +206,35 @@ pub fn integration_curve(
     })
 }
 
+/// The report rows [`table1`] produces with `options`, in order (e.g. to announce the work
+/// before it starts).
+pub fn table1_methods(options: &Table1Options) -> Vec<String> {
+    let members = options.ensemble.max(1);
+    let mut names = Vec::new();
+    let mut gimvi = |ensemble: usize| {
+        for kappa in KAPPA_CANDIDATES {
+            names.push(method_name(kappa, false, &[], ensemble));
+        }
+        if options.auto_kappa {
+            names.push(method_name(5.0, true, &[], ensemble));
+        }
+        names.push(method_name(5.0, false, &KAPPA_CANDIDATES, ensemble));
+    };
+    gimvi(1);
+    if members > 1 {
+        gimvi(members);
+    }
+    names.extend(
+        [
+            "scVI + k-NN (shared genes)",
+            "per-gene mean",
+            "k-NN on shared genes",
+        ]
+        .map(String::from),
+    );
+    names
+}
+
 /// Runs the benchmark on `pair`; returns the protocol report and what it ran on.
 pub fn table1(
     pair: &DatasetPair,
@@ -304,6 +333,12 @@ pub fn table1(
         &mut mean as &mut dyn Imputer,
         &mut knn as &mut dyn Imputer,
     ]);
+    // An internal invariant (no input can break it): the announced rows are the run rows.
+    assert_eq!(
+        methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
+        table1_methods(options),
+        "table1_methods is out of step with table1"
+    );
     let (sc_dense, sp_dense) = (sc.counts.to_dense_f64(), sp.counts.to_dense_f64());
     // Explicit gene folds (the anchor's), as indices into the shared genes.
     let explicit_folds = match &options.fold_of {

@@ -126,13 +126,7 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
     eprintln!(
         "{} folds × {} methods, {epochs} epochs each{} …",
         folds,
-        // κ = 0, 1, 5, their average, scVI + k-NN, mean, k-NN; κ*; and the ensemble rows.
-        7 + usize::from(options.auto_kappa)
-            + if ensemble > 1 {
-                4 + usize::from(options.auto_kappa)
-            } else {
-                0
-            },
+        gimvi::paper::table1_methods(&options).len(),
         if quick {
             " (quick smoke run, not a result)"
         } else {
