@@ -340,8 +340,9 @@ fn figures(
              negative = segregated); k-NN purity = Jaccard index between a cell's k nearest \
              neighbours in the joint latent space and in the latent space of a model fitted on \
              its own dataset alone (scVI, κ = 0, on the genes the joint model saw for that \
-             dataset), as in the paper.\n\n| method | mixing k=10 | mixing k=50 | mixing k=100 | purity sc \
-             k=10 / 50 / 100 | purity spatial k=10 / 50 / 100 |\n|---|---|---|---|---|---|\n",
+             dataset), as in the paper.\n\n| method | mixing k=10 | mixing k=50 | mixing \
+             k=100 | purity sc k=10 / 50 / 100 | purity spatial k=10 / 50 / 100 \
+             |\n|---|---|---|---|---|---|\n",
             used.integration[0].fold + 1
         ));
         let at = |v: &[f64], k: usize| {
