@@ -55,8 +55,9 @@ pub struct Table1Options {
     /// Report progress on stderr: one line per method and fold (with its time and the fold's
     /// median Spearman) and, on a terminal, an epoch bar while a model trains.
     pub progress: bool,
-    /// Posterior samples drawn by gimVI κ = 5 in every fold for the uncertainty of the imputed
-    /// genes (paper: 50; 0 = skip). Fills [`Table1Data::posterior`].
+    /// Posterior samples drawn by gimVI κ = 5 (and by each member of κ = 5 ×M) in every fold
+    /// for the uncertainty of the imputed genes (paper: 50; 0 = skip). Fills
+    /// [`Table1Data::posterior`] and [`Table1Data::posterior_ensemble`].
     pub posterior_samples: usize,
     /// Also report every gimVI method as an ensemble of this many models averaged per fold
     /// (rows named "… ×M"; 0 or 1: no ensemble rows). Member 0 is the one-model row's own
@@ -141,6 +142,11 @@ pub struct Table1Data {
     /// gimVI κ = 5's posterior mean and variance per fold (empty unless
     /// [`Table1Options::posterior_samples`] ≥ 2).
     pub posterior: Vec<FoldPosterior>,
+    /// gimVI κ = 5 ×M's posterior pooled over its M members (the mixture of their posteriors:
+    /// mean of the means, law of total variance), per fold; empty unless
+    /// [`Table1Options::ensemble`] ≥ 2 and [`Table1Options::posterior_samples`] ≥ 2. Its
+    /// variance includes the members' disagreement.
+    pub posterior_ensemble: Vec<FoldPosterior>,
     /// Per shared gene, the fraction of its variance across scRNA-seq cells that a linear
     /// regression on the fold's training genes leaves unexplained (1 − R², log-normalised
     /// scRNA-seq data): the paper's "predictability" axis of Fig. 3 (low = predictable).
@@ -269,7 +275,7 @@ pub fn table1(
         device: options.device.clone(),
         auto_kappa: auto,
         chosen_kappas: Vec::new(),
-        posterior_samples: if kappa == 5.0 && !auto && ensemble == 1 {
+        posterior_samples: if kappa == 5.0 && !auto {
             options.posterior_samples
         } else {
             0
@@ -487,6 +493,11 @@ pub fn table1(
             spatial_counts: sp_dense,
             coordinates: sp.spatial.clone(),
             posterior: k5.posterior,
+            posterior_ensemble: if members > 1 {
+                e5.posterior
+            } else {
+                Vec::new()
+            },
             unexplained,
             integration,
         },

@@ -406,8 +406,12 @@ pub struct SharedFits {
     choices: std::sync::Arc<std::sync::Mutex<Vec<(String, KappaChoice)>>>,
 }
 
-/// A stored fit: its key and its predictions.
-type StoredFit = (String, Array2<f64>);
+/// A stored fit: its key, its predictions and, when posterior samples were drawn, their number
+/// with the posterior mean and variance.
+type StoredFit = (String, (Array2<f64>, Option<StoredPosterior>));
+
+/// Posterior samples drawn, posterior mean, posterior variance.
+type StoredPosterior = (usize, Array2<f64>, Array2<f64>);
 
 /// The entry stored under `key`, if any.
 fn lookup<T: Clone>(store: &std::sync::Mutex<Vec<(String, T)>>, key: &str) -> Option<T> {
@@ -428,12 +432,19 @@ fn store<T: Clone>(store: &std::sync::Mutex<Vec<(String, T)>>, key: String, valu
 }
 
 impl SharedFits {
-    fn get(&self, key: &str) -> Option<Array2<f64>> {
+    fn get(&self, key: &str) -> Option<(Array2<f64>, Option<StoredPosterior>)> {
         lookup(&self.fits, key)
     }
 
-    fn put(&self, key: String, prediction: &Array2<f64>) {
-        store(&self.fits, key, prediction);
+    /// Stores a fit's predictions; a posterior is added to an entry stored without one.
+    fn put(&self, key: String, prediction: &Array2<f64>, posterior: Option<StoredPosterior>) {
+        if let Ok(mut entries) = self.fits.lock() {
+            match entries.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, (_, stored @ None))) => *stored = posterior,
+                Some(_) => {}
+                None => entries.push((key, (prediction.clone(), posterior))),
+            }
+        }
     }
 
     fn get_choice(&self, key: &str) -> Option<KappaChoice> {
@@ -483,14 +494,20 @@ impl GimviImputer {
             ..train_config.clone()
         };
         let wants_latent = member == 0 && self.record_latent && self.latents.is_empty();
-        let wants_more = wants_latent || self.posterior_samples >= 2;
         let key = self
             .shared
             .as_ref()
             .map(|_| self.share_key(task, data, &train_config));
-        if let (Some(shared), Some(key), false) = (&self.shared, &key, wants_more) {
-            if let Some(prediction) = shared.get(key) {
-                return Ok((prediction, None));
+        if let (Some(shared), Some(key), false) = (&self.shared, &key, wants_latent) {
+            match shared.get(key) {
+                Some((prediction, _)) if self.posterior_samples < 2 => {
+                    return Ok((prediction, None));
+                }
+                // The same fit drew as many samples with the same seed: the same posterior.
+                Some((prediction, Some((n, mean, variance)))) if n == self.posterior_samples => {
+                    return Ok((prediction, Some((mean, variance))));
+                }
+                _ => {}
             }
         }
         let result = fit(config.clone(), &data, &train_config, &self.device, |_| {})?;
@@ -532,7 +549,10 @@ impl GimviImputer {
         };
         let prediction = imputed.mean.mapv(f64::from);
         if let (Some(shared), Some(key)) = (&self.shared, key) {
-            shared.put(key, &prediction);
+            let stored = posterior
+                .as_ref()
+                .map(|(mean, variance)| (self.posterior_samples, mean.clone(), variance.clone()));
+            shared.put(key, &prediction, stored);
         }
         Ok((prediction, posterior))
     }

@@ -247,6 +247,22 @@ fn an_ensemble_averages_its_members_and_shares_fits_and_choices() {
     assert!(close(&pooled.variance, &variance.mapv(|v| v.max(0.0))));
     // The members disagree, so the pooled variance exceeds the members' average variance.
     assert!(pooled.variance.sum() > (&a.variance + &b.variance).sum() / 2.0);
+
+    // With shared fits the one-model imputer stores its posterior with its fit and the
+    // ensemble's member 0 takes both from the store: the same numbers as the fresh runs.
+    let store = SharedFits::default();
+    let shared_run = |ensemble: usize| {
+        let mut m = imputer(1.0, false, Some(store.clone()));
+        m.posterior_samples = 8;
+        m.ensemble = ensemble;
+        let prediction = m.impute(&task).expect("imputes");
+        (prediction, m.posterior.remove(0))
+    };
+    let (_, one) = shared_run(1);
+    assert_eq!(one, a);
+    let (_, reused) = shared_run(2);
+    assert_eq!(reused, pooled);
+    assert_eq!(store.len(), 2, "member 0 stored once, member 1 added");
 }
 
 #[test]

@@ -222,82 +222,49 @@ fn figures(
     let mut md = String::new();
     let genes = &used.genes;
     let k5 = report.methods.iter().position(|m| m.name == "gimVI κ=5");
-    // Per-gene ρ (paper protocol) of gimVI κ = 5.
-    let rho: Vec<Option<f64>> = match k5 {
-        Some(i) => report.methods[i]
-            .per_gene
-            .iter()
-            .map(|g| g.spearman_paper)
-            .collect(),
-        None => vec![None; genes.len()],
+    // Per-gene ρ (paper protocol) of a method.
+    let rho_of = |method: &str| -> Vec<Option<f64>> {
+        match report.methods.iter().find(|m| m.name == method) {
+            Some(m) => m.per_gene.iter().map(|g| g.spearman_paper).collect(),
+            None => vec![None; genes.len()],
+        }
     };
 
-    // Worth-imputing score and Fig. 3.
+    // Worth-imputing score and Fig. 3: from gimVI κ = 5's posterior (the paper's), and from
+    // the posterior pooled over κ = 5 ×M's members when an ensemble ran.
     if !used.posterior.is_empty() {
-        let worth = worth_imputing(&used.posterior, genes.len());
-        let pairs: Vec<(f64, f64)> = worth
-            .iter()
-            .zip(&rho)
-            .filter_map(|(w, r)| Some(((*w)?, (*r)?)))
-            .collect();
-        let (w, r): (Vec<f64>, Vec<f64>) = pairs.iter().cloned().unzip();
-        let agreement = spearman(&w, &r)?;
-        let top_half = {
-            // Median ρ of the genes the score ranks in its upper half vs lower half.
-            let mut idx: Vec<usize> = (0..w.len()).collect();
-            idx.sort_by(|&a, &b| w[b].total_cmp(&w[a]));
-            let half = idx.len() / 2;
-            let pick = |s: &[usize]| median(&s.iter().map(|&i| r[i]).collect::<Vec<_>>());
-            (pick(&idx[..half]), pick(&idx[half..]))
-        };
-        let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
-        md.push_str(&format!(
-            "\n## Worth imputing (posterior uncertainty)\n\nScore per gene = −median over \
-             cells of the posterior coefficient of variation (sd / mean of the imputed expected \
-             count over {} posterior samples of gimVI κ = 5, in the fold that held the gene \
-             out). Spearman between the score and the gene's ρ (paper protocol), over {} \
-             genes: **{}**. Median ρ of the genes the score puts in its upper half: {}; lower \
-             half: {}.\n\n| gene | ρ gimVI κ=5 | worth score | unexplained by a linear fit \
-             (1 − R²) |\n|---|---|---|---|\n",
+        md.push_str(&worth_and_fig3(
+            name,
+            &WorthInput {
+                method: "gimVI κ=5",
+                posterior: &used.posterior,
+                rho: rho_of("gimVI κ=5"),
+                figure: "fig3.svg",
+            },
+            used,
             samples,
-            pairs.len(),
-            fmt(agreement),
-            fmt(top_half.0),
-            fmt(top_half.1)
-        ));
-        for (g, gene) in genes.iter().enumerate() {
-            md.push_str(&format!(
-                "| {gene} | {} | {} | {} |\n",
-                fmt(rho[g]),
-                fmt(worth[g]),
-                fmt(used.unexplained[g])
-            ));
-        }
-        let points: Vec<(f64, f64, String)> = genes
+            out,
+        )?);
+    }
+    if !used.posterior_ensemble.is_empty() {
+        let method = report
+            .methods
             .iter()
-            .enumerate()
-            .filter_map(|(g, gene)| Some((used.unexplained[g]?, -worth[g]?, gene.clone())))
-            .collect();
-        let (ux, uy): (Vec<f64>, Vec<f64>) = points.iter().map(|p| (p.0, p.1)).unzip();
-        let fig3_rho = spearman(&ux, &uy)?;
-        std::fs::write(
-            out.join("fig3.svg"),
-            svg::scatter(
-                &format!(
-                    "{name}: imputation uncertainty vs predictability (Spearman {})",
-                    fmt(fig3_rho)
-                ),
-                "fraction of the gene's scRNA-seq variance a linear fit on the other genes leaves (1 − R²)",
-                "median posterior CV of the imputed gene",
-                &points,
-            ),
-        )?;
-        md.push_str(&format!(
-            "\nFig. 3 (`fig3.svg`): per gene, the posterior CV against 1 − R² of a linear \
-             regression of its log-normalised scRNA-seq expression on the fold's training \
-             genes; Spearman between the two: {}.\n",
-            fmt(fig3_rho)
-        ));
+            .map(|m| m.name.as_str())
+            .find(|n| n.starts_with("gimVI κ=5 ×"))
+            .unwrap_or("gimVI κ=5 ×M");
+        md.push_str(&worth_and_fig3(
+            name,
+            &WorthInput {
+                method,
+                posterior: &used.posterior_ensemble,
+                rho: rho_of(method),
+                figure: "fig3-ensemble.svg",
+            },
+            used,
+            samples,
+            out,
+        )?);
     }
 
     // Fig. 2: integration metrics over k in the first fold's latent spaces.
@@ -418,5 +385,106 @@ fn figures(
             genes[g]
         ));
     }
+    Ok(md)
+}
+
+/// One posterior to score genes by: the method whose posterior it is, per-gene ρ of that
+/// method, and the file name of its Fig. 3.
+struct WorthInput<'a> {
+    method: &'a str,
+    posterior: &'a [gimvi::pipeline::FoldPosterior],
+    rho: Vec<Option<f64>>,
+    figure: &'a str,
+}
+
+/// The worth-imputing score of every gene from `input.posterior`, how well it ranks the genes'
+/// ρ, and Fig. 3 (posterior CV vs 1 − R²); returns the report's markdown section.
+fn worth_and_fig3(
+    name: &str,
+    input: &WorthInput<'_>,
+    used: &Table1Data,
+    samples: usize,
+    out: &std::path::Path,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let mut md = String::new();
+    let genes = &used.genes;
+    let worth = worth_imputing(input.posterior, genes.len());
+    let pairs: Vec<(f64, f64)> = worth
+        .iter()
+        .zip(&input.rho)
+        .filter_map(|(w, r)| Some(((*w)?, (*r)?)))
+        .collect();
+    let (w, r): (Vec<f64>, Vec<f64>) = pairs.iter().cloned().unzip();
+    let agreement = spearman(&w, &r)?;
+    let top_half = {
+        // Median ρ of the genes the score ranks in its upper half vs lower half.
+        let mut idx: Vec<usize> = (0..w.len()).collect();
+        idx.sort_by(|&a, &b| w[b].total_cmp(&w[a]));
+        let half = idx.len() / 2;
+        let pick = |s: &[usize]| median(&s.iter().map(|&i| r[i]).collect::<Vec<_>>());
+        (pick(&idx[..half]), pick(&idx[half..]))
+    };
+    let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    let pooled = if input.method.contains('×') {
+        ", pooled over the ensemble's members (mixture of their posteriors: the variance \
+         includes their disagreement)"
+    } else {
+        ""
+    };
+    md.push_str(&format!(
+        "\n## Worth imputing ({} posterior)\n\nScore per gene = −median over cells of the \
+         posterior coefficient of variation (sd / mean of the imputed expected count over {} \
+         posterior samples{} of {}{pooled}, in the fold that held the gene out). Spearman \
+         between the score and the gene's ρ (paper protocol, {}), over {} genes: **{}**. \
+         Median ρ of the genes the score puts in its upper half: {}; lower half: {}.\n\n\
+         | gene | ρ {} | worth score | unexplained by a linear fit (1 − R²) \
+         |\n|---|---|---|---|\n",
+        input.method,
+        samples,
+        if pooled.is_empty() { "" } else { " per member" },
+        input.method,
+        input.method,
+        pairs.len(),
+        fmt(agreement),
+        fmt(top_half.0),
+        fmt(top_half.1),
+        input.method
+    ));
+    for (g, gene) in genes.iter().enumerate() {
+        md.push_str(&format!(
+            "| {gene} | {} | {} | {} |\n",
+            fmt(input.rho[g]),
+            fmt(worth[g]),
+            fmt(used.unexplained[g])
+        ));
+    }
+    let points: Vec<(f64, f64, String)> = genes
+        .iter()
+        .enumerate()
+        .filter_map(|(g, gene)| Some((used.unexplained[g]?, -worth[g]?, gene.clone())))
+        .collect();
+    let (ux, uy): (Vec<f64>, Vec<f64>) = points.iter().map(|p| (p.0, p.1)).unzip();
+    let fig3_rho = spearman(&ux, &uy)?;
+    std::fs::write(
+        out.join(input.figure),
+        svg::scatter(
+            &format!(
+                "{name}, {}: imputation uncertainty vs predictability (Spearman {})",
+                input.method,
+                fmt(fig3_rho)
+            ),
+            "fraction of the gene's scRNA-seq variance a linear fit on the other genes leaves (1 − R²)",
+            "median posterior CV of the imputed gene",
+            &points,
+        ),
+    )?;
+    md.push_str(&format!(
+        "\nFig. 3 (`{}`, {}): per gene, the posterior CV against 1 − R² of a linear \
+         regression of its log-normalised scRNA-seq expression on the fold's training \
+         genes; Spearman between the two: {}.\n",
+        input.figure,
+        input.method,
+        fmt(fig3_rho)
+    ));
     Ok(md)
 }
