@@ -26,8 +26,8 @@ use ndarray::{Array2, ArrayView2};
 use std::time::Instant;
 
 use crate::pipeline::{
-    method_name, single_dataset_latent, to_csr, FoldLatent, FoldPosterior, GimviImputer,
-    KappaChoice, PipelineError, ScviKnnImputer, SharedFits, KAPPA_CANDIDATES,
+    method_name, single_dataset_latent, FoldLatent, FoldPosterior, GimviImputer, KappaChoice,
+    PipelineError, ScviKnnImputer, SharedFits, KAPPA_CANDIDATES,
 };
 use crate::Device;
 
@@ -442,38 +442,38 @@ pub fn table1(
             .get(first.fold)
             .map(|held| training(held))
             .unwrap_or_default();
-        // The paper's reference spaces: a model of each dataset alone (scVI, κ = 0) on the
-        // genes the joint model saw for it — all shared genes for the scRNA-seq data, the
-        // fold's training genes for the spatial data — trained like the joint models.
-        let own_train = TrainConfig {
-            seed: train.seed.wrapping_add(first.fold as u64),
-            ..train.clone()
-        };
-        let own_sc = single_dataset_latent(
-            &to_csr(sc_dense.view())?,
-            &sc.genes,
-            CountLikelihood::Zinb,
-            true,
-            options.n_latent,
-            &own_train,
-            &options.device,
-        )?;
-        let sp_genes: Vec<String> = fold_genes.iter().map(|&g| sc.genes[g].clone()).collect();
-        let own_sp = single_dataset_latent(
-            &to_csr(sp_dense.select(ndarray::Axis(1), &fold_genes).view())?,
-            &sp_genes,
-            options.spatial_likelihood,
-            false,
-            options.n_latent,
-            &own_train,
-            &options.device,
-        )?;
-        let n_min = own_sc.nrows().min(own_sp.nrows());
+        let n_min = first.sc.nrows().min(first.spatial.nrows());
         let ks: Vec<usize> = gimvi_metrics::integration::default_ks()
             .into_iter()
             .filter(|&k| k < n_min)
             .collect();
         if !ks.is_empty() {
+            // The paper's reference spaces: a model of each dataset alone (scVI, κ = 0) on the
+            // genes the joint model saw for it — all shared genes for the scRNA-seq data, the
+            // fold's training genes for the spatial data — trained like the joint models.
+            let own_train = TrainConfig {
+                seed: train.seed.wrapping_add(first.fold as u64),
+                ..train.clone()
+            };
+            let own_sc = single_dataset_latent(
+                &sc.counts,
+                &sc.genes,
+                CountLikelihood::Zinb,
+                true,
+                options.n_latent,
+                &own_train,
+                &options.device,
+            )?;
+            let sp_genes: Vec<String> = fold_genes.iter().map(|&g| sc.genes[g].clone()).collect();
+            let own_sp = single_dataset_latent(
+                &sp.counts.select_cols(&fold_genes),
+                &sp_genes,
+                options.spatial_likelihood,
+                false,
+                options.n_latent,
+                &own_train,
+                &options.device,
+            )?;
             for (name, latent) in &recorded {
                 integration.push(
                     integration_curve(name, latent, own_sc.view(), own_sp.view(), &ks)

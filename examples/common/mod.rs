@@ -10,6 +10,7 @@ use gimvi::data::registry::{self, DatasetPair, Reference};
 use gimvi::likelihoods::CountLikelihood;
 use gimvi::metrics::correlation::{median, spearman};
 use gimvi::paper::{table1, worth_imputing, Table1Data, Table1Options};
+use gimvi::pipeline::method_name;
 use gimvi::BackendKind;
 
 pub struct Pair {
@@ -187,13 +188,7 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     std::fs::create_dir_all(&out)?;
-    md.push_str(&figures(
-        pair.name,
-        &report,
-        &used,
-        options.posterior_samples,
-        &out,
-    )?);
+    md.push_str(&figures(pair.name, &report, &used, &options, &out)?);
     std::fs::write(out.join("report.json"), report.to_json())?;
     std::fs::write(out.join("report.md"), &md)?;
     println!("{md}");
@@ -216,11 +211,12 @@ fn figures(
     name: &str,
     report: &gimvi::metrics::protocol::ProtocolReport,
     used: &Table1Data,
-    samples: usize,
+    options: &Table1Options,
     out: &std::path::Path,
 ) -> Result<String, Box<dyn std::error::Error>> {
     let mut md = String::new();
     let genes = &used.genes;
+    let samples = options.posterior_samples;
     let k5 = report.methods.iter().position(|m| m.name == "gimVI κ=5");
     // Per-gene ρ (paper protocol) of a method.
     let rho_of = |method: &str| -> Vec<Option<f64>> {
@@ -238,6 +234,7 @@ fn figures(
             &WorthInput {
                 method: "gimVI κ=5",
                 posterior: &used.posterior,
+                pooled: false,
                 rho: rho_of("gimVI κ=5"),
                 figure: "fig3.svg",
             },
@@ -247,18 +244,14 @@ fn figures(
         )?);
     }
     if !used.posterior_ensemble.is_empty() {
-        let method = report
-            .methods
-            .iter()
-            .map(|m| m.name.as_str())
-            .find(|n| n.starts_with("gimVI κ=5 ×"))
-            .unwrap_or("gimVI κ=5 ×M");
+        let method = method_name(5.0, false, &[], options.ensemble);
         md.push_str(&worth_and_fig3(
             name,
             &WorthInput {
-                method,
+                method: &method,
                 posterior: &used.posterior_ensemble,
-                rho: rho_of(method),
+                pooled: true,
+                rho: rho_of(&method),
                 figure: "fig3-ensemble.svg",
             },
             used,
@@ -393,6 +386,8 @@ fn figures(
 struct WorthInput<'a> {
     method: &'a str,
     posterior: &'a [gimvi::pipeline::FoldPosterior],
+    /// The posterior is pooled over an ensemble's members.
+    pooled: bool,
     rho: Vec<Option<f64>>,
     figure: &'a str,
 }
@@ -425,7 +420,7 @@ fn worth_and_fig3(
         (pick(&idx[..half]), pick(&idx[half..]))
     };
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
-    let pooled = if input.method.contains('×') {
+    let pooled = if input.pooled {
         ", pooled over the ensemble's members (mixture of their posteriors: the variance \
          includes their disagreement)"
     } else {
