@@ -236,7 +236,16 @@ fn main() -> Result<(), Error> {
     let sc_used = if a.protocol == "transcriptome" {
         sc.clone()
     } else {
-        sc.select_genes(&shared.iter().map(|p| p.0).collect::<Vec<_>>())
+        // As the anchor (and the paper's code): the scRNA-seq cells without counts on the
+        // fold's training genes are dropped.
+        let all = sc.select_genes(&shared.iter().map(|p| p.0).collect::<Vec<_>>());
+        let on_train = all.select_genes(&kept);
+        let sums = on_train.counts.row_sums();
+        all.select_cells(
+            &(0..sums.len())
+                .filter(|&c| sums[c] > 0.0)
+                .collect::<Vec<_>>(),
+        )
     };
     let sp_train = sp.select_genes(&kept.iter().map(|&k| shared[k].1).collect::<Vec<_>>());
     let (n_latent, train_fraction, default_epochs) = if paper {

@@ -76,7 +76,7 @@ struct Progress<'a> {
     started: Instant,
     print: bool,
     /// Every held-out gene's prediction from its fold, spatial cells × shared genes (NaN until
-    /// its fold has run).
+    /// its fold has run, and for the cells its fold left out).
     predictions: Array2<f64>,
 }
 
@@ -89,9 +89,13 @@ impl Imputer for Progress<'_> {
         let start = Instant::now();
         let out = self.inner.impute(task);
         if let Ok(pred) = &out {
-            for (j, &g) in task.test_genes.iter().enumerate() {
-                if j < pred.ncols() && g < self.predictions.ncols() {
-                    self.predictions.column_mut(g).assign(&pred.column(j));
+            if pred.dim() == (task.spatial_cells.len(), task.test_genes.len()) {
+                for (j, &g) in task.test_genes.iter().enumerate() {
+                    for (i, &c) in task.spatial_cells.iter().enumerate() {
+                        if let Some(v) = self.predictions.get_mut((c, g)) {
+                            *v = pred[[i, j]];
+                        }
+                    }
                 }
             }
         }
@@ -102,9 +106,12 @@ impl Imputer for Progress<'_> {
                 .iter()
                 .enumerate()
                 .filter_map(|(j, &g)| {
-                    spearman(&pred.column(j).to_vec(), &self.truth.column(g).to_vec())
-                        .ok()
-                        .flatten()
+                    let truth: Vec<f64> = task
+                        .spatial_cells
+                        .iter()
+                        .map(|&c| self.truth.get((c, g)).copied().unwrap_or(f64::NAN))
+                        .collect();
+                    spearman(&pred.column(j).to_vec(), &truth).ok().flatten()
                 })
                 .collect();
             eprintln!(
@@ -133,7 +140,8 @@ pub struct Table1Data {
     /// The automatic method's choice in each fold: κ and its inner-validation scores.
     pub chosen_kappas: Vec<KappaChoice>,
     /// Per method (report order): each shared gene's imputation from the fold that held it
-    /// out, spatial cells (kept) × shared genes, expected counts.
+    /// out, spatial cells (kept) × shared genes, expected counts; NaN where the gene's fold
+    /// left the cell out (no counts on that fold's training genes).
     pub predictions: Vec<(String, Array2<f64>)>,
     /// The kept spatial cells' raw counts on the shared genes (cells × genes).
     pub spatial_counts: Array2<f64>,
@@ -176,7 +184,8 @@ pub struct IntegrationCurve {
 }
 
 /// Fig. 2's metrics for one fold's latents. `own_sc` and `own_spatial` are each dataset's own
-/// space, cells in the latents' order: [`table1`] passes, as the paper does, the latent space
+/// space, cells in the latents' order (the fold's cells, [`FoldLatent::sc_cells`] and
+/// [`FoldLatent::spatial_cells`]): [`table1`] passes, as the paper does, the latent space
 /// of a model fitted on that dataset alone ([`crate::pipeline::single_dataset_latent`]), so
 /// purity asks how much of each dataset's own neighbourhood structure the joint space keeps.
 pub fn integration_curve(
@@ -475,6 +484,9 @@ pub fn table1(
                 &options.device,
             )?;
             for (name, latent) in &recorded {
+                // The own spaces hold every cell; the fold's latents only the fold's cells.
+                let own_sc = own_sc.select(ndarray::Axis(0), &latent.sc_cells);
+                let own_sp = own_sp.select(ndarray::Axis(0), &latent.spatial_cells);
                 integration.push(
                     integration_curve(name, latent, own_sc.view(), own_sp.view(), &ks)
                         .map_err(|e| PipelineError::Input(e.to_string()))?,
@@ -631,6 +643,7 @@ mod tests {
     fn worth_imputing_ranks_the_less_uncertain_gene_higher() {
         let fold = FoldPosterior {
             genes: vec![0, 2],
+            cells: vec![0, 1],
             mean: array![[10.0, 10.0], [20.0, 20.0]],
             variance: array![[1.0, 25.0], [4.0, 100.0]],
         };

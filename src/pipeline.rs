@@ -254,10 +254,15 @@ pub const ENSEMBLE_SEED_STRIDE: u64 = 7_919;
 pub struct FoldLatent {
     /// The fold.
     pub fold: usize,
-    /// scRNA-seq cells × latent dimensions.
+    /// The fold's scRNA-seq cells ([`FoldTask::sc_cells`]: rows of the whole matrix) ×
+    /// latent dimensions.
     pub sc: Array2<f32>,
-    /// Spatial cells × latent dimensions.
+    /// Rows of the whole scRNA-seq matrix that `sc`'s rows are.
+    pub sc_cells: Vec<usize>,
+    /// The fold's spatial cells × latent dimensions.
     pub spatial: Array2<f32>,
+    /// Rows of the whole spatial matrix that `spatial`'s rows are.
+    pub spatial_cells: Vec<usize>,
 }
 
 /// Posterior uncertainty of one fold's imputed genes (Lopez et al. 2019: variance over
@@ -266,9 +271,12 @@ pub struct FoldLatent {
 pub struct FoldPosterior {
     /// The fold's held-out genes (indices into the shared genes).
     pub genes: Vec<usize>,
-    /// Mean over the posterior samples, spatial cells × `genes`.
+    /// Rows of the whole spatial matrix that the rows below are (the fold's cells,
+    /// [`FoldTask::spatial_cells`]).
+    pub cells: Vec<usize>,
+    /// Mean over the posterior samples, the fold's spatial cells × `genes`.
     pub mean: Array2<f64>,
-    /// Variance over the posterior samples, spatial cells × `genes`.
+    /// Variance over the posterior samples, the fold's spatial cells × `genes`.
     pub variance: Array2<f64>,
 }
 
@@ -524,7 +532,9 @@ impl GimviImputer {
             self.latents.push(FoldLatent {
                 fold: task.fold,
                 sc: result.model.latent(0, sc_counts)?,
+                sc_cells: task.sc_cells.to_vec(),
                 spatial: result.model.latent(1, sp_counts)?,
+                spatial_cells: task.spatial_cells.to_vec(),
             });
         }
         let posterior = if self.posterior_samples >= 2 {
@@ -622,6 +632,7 @@ impl Imputer for GimviImputer {
             let variance = (sum_second / n - mean.mapv(|m| m * m)).mapv(|v| v.max(0.0));
             self.posterior.push(FoldPosterior {
                 genes: task.test_genes.to_vec(),
+                cells: task.spatial_cells.to_vec(),
                 mean,
                 variance,
             });
@@ -910,7 +921,9 @@ impl Imputer for ScviKnnImputer {
             self.latents.push(FoldLatent {
                 fold: task.fold,
                 sc: z_sc.clone(),
+                sc_cells: task.sc_cells.to_vec(),
                 spatial: z_sp.clone(),
+                spatial_cells: task.spatial_cells.to_vec(),
             });
         }
         let lib = sc_train.row_sums();

@@ -118,11 +118,15 @@ fn a_shared_fit_is_the_fit_itself() {
     let test: Vec<usize> = vec![1, 7];
     let train_genes: Vec<usize> = (0..genes.len()).filter(|g| !test.contains(g)).collect();
     let sp_train = sp.select(ndarray::Axis(1), &train_genes);
+    let (sc_cells, sp_cells): (Vec<usize>, Vec<usize>) =
+        ((0..sc.nrows()).collect(), (0..sp.nrows()).collect());
     let task = FoldTask {
         fold: 0,
         gene_names: &genes,
         sc_counts: sc.view(),
+        sc_cells: &sc_cells,
         spatial_train: sp_train.view(),
+        spatial_cells: &sp_cells,
         train_genes: &train_genes,
         test_genes: &test,
         seed: 0,
@@ -184,11 +188,15 @@ fn an_ensemble_averages_its_members_and_shares_fits_and_choices() {
     let test: Vec<usize> = vec![2, 9];
     let train_genes: Vec<usize> = (0..genes.len()).filter(|g| !test.contains(g)).collect();
     let sp_train = sp.select(ndarray::Axis(1), &train_genes);
+    let (sc_cells, sp_cells): (Vec<usize>, Vec<usize>) =
+        ((0..sc.nrows()).collect(), (0..sp.nrows()).collect());
     let task = FoldTask {
         fold: 1,
         gene_names: &genes,
         sc_counts: sc.view(),
+        sc_cells: &sc_cells,
         spatial_train: sp_train.view(),
+        spatial_cells: &sp_cells,
         train_genes: &train_genes,
         test_genes: &test,
         seed: 0,
@@ -278,11 +286,15 @@ fn an_average_over_kappa_is_the_mean_of_the_fixed_kappa_fits_and_trains_nothing_
     let test: Vec<usize> = vec![3, 8];
     let train_genes: Vec<usize> = (0..genes.len()).filter(|g| !test.contains(g)).collect();
     let sp_train = sp.select(ndarray::Axis(1), &train_genes);
+    let (sc_cells, sp_cells): (Vec<usize>, Vec<usize>) =
+        ((0..sc.nrows()).collect(), (0..sp.nrows()).collect());
     let task = FoldTask {
         fold: 2,
         gene_names: &genes,
         sc_counts: sc.view(),
+        sc_cells: &sc_cells,
         spatial_train: sp_train.view(),
+        spatial_cells: &sp_cells,
         train_genes: &train_genes,
         test_genes: &test,
         seed: 0,

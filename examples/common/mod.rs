@@ -346,11 +346,24 @@ fn figures(
                     .max_by(|&a, &b| means[a].total_cmp(&means[b]))
                     .unwrap_or(0)
             });
-        let measured = used.spatial_counts.column(g).to_vec();
+        // The cells the gene's fold kept (the others have no counts on its training genes
+        // and no prediction).
+        let kept: Vec<usize> = used
+            .predictions
+            .iter()
+            .find(|(method, _)| method == &report.methods[i].name)
+            .map(|(_, pred)| {
+                (0..pred.nrows())
+                    .filter(|&c| pred[[c, g]].is_finite())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let measured: Vec<f64> = kept.iter().map(|&c| used.spatial_counts[[c, g]]).collect();
+        let xy: Vec<Vec<f64>> = kept.iter().map(|&c| xy[c].clone()).collect();
         let mut panels = vec![(format!("{} measured", genes[g]), measured.clone())];
         for (method, pred) in &used.predictions {
             if method == &report.methods[i].name || method.starts_with("scVI + k-NN") {
-                let v = pred.column(g).to_vec();
+                let v: Vec<f64> = kept.iter().map(|&c| pred[[c, g]]).collect();
                 let r = spearman(&measured, &v)?;
                 panels.push((
                     format!(
@@ -368,7 +381,7 @@ fn figures(
                     "{name}: {} in space, measured vs imputed while held out (colour = quantile rank)",
                     genes[g]
                 ),
-                xy,
+                &xy,
                 &panels,
             ),
         )?;

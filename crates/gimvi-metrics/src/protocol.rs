@@ -3,8 +3,8 @@
 //!
 //! The genes measured in both datasets are split into K seeded folds (default 5, i.e. 20 % held
 //! out per fold). For each fold the method sees the scRNA-seq counts of every shared gene and
-//! the spatial counts of the training genes only, and predicts the held-out genes in every
-//! spatial cell. After all folds every shared gene has been held out exactly once; each gene is
+//! the spatial counts of the training genes only, and predicts the held-out genes in the
+//! spatial cells (those of the fold, below). After all folds every shared gene has been held out exactly once; each gene is
 //! scored by the correlation across spatial cells between prediction and measurement, and the
 //! median over genes summarises a method.
 //!
@@ -15,12 +15,18 @@
 //! * **tutorial** (scvi-tools' gimVI tutorial): the normalised prediction (divided by that
 //!   library) against the counts divided by the cell's total over all shared genes.
 //!
+//! Cells without counts on a fold's training genes are left out of that fold, as in the
+//! paper's reproduction code (and scvi-tools' GIMVI benchmark): a spatial cell with no
+//! observed counts has no library ℓ′ to scale a prediction by, and a scRNA-seq cell that is
+//! empty once the held-out genes are hidden is dropped with it. The held-out genes of a fold
+//! are scored over the spatial cells that fold kept.
+//!
 //! A correlation that is undefined (a constant prediction or a gene never detected) counts as 0
 //! in the medians, as in the scvi-tools tutorial; the report says how many there were.
 
 use std::time::Instant;
 
-use ndarray::{s, Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2, Axis};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -79,10 +85,16 @@ pub struct FoldTask<'a> {
     pub fold: usize,
     /// Names of the shared genes (columns of `sc_counts`).
     pub gene_names: &'a [String],
-    /// scRNA-seq counts, cells × shared genes (all of them).
+    /// scRNA-seq counts of the fold's cells (those with counts on the training genes),
+    /// cells × shared genes (all of them).
     pub sc_counts: ArrayView2<'a, f64>,
-    /// Spatial counts of the training genes only, cells × `train_genes.len()`.
+    /// Rows of the whole scRNA-seq matrix that `sc_counts` holds, in order.
+    pub sc_cells: &'a [usize],
+    /// Spatial counts of the training genes only, for the fold's cells (those with counts on
+    /// the training genes): cells × `train_genes.len()`.
     pub spatial_train: ArrayView2<'a, f64>,
+    /// Rows of the whole spatial matrix that `spatial_train` holds, in order.
+    pub spatial_cells: &'a [usize],
     /// Indices (into the shared genes) of the genes the spatial data keeps in this fold.
     pub train_genes: &'a [usize],
     /// Indices (into the shared genes) of the held-out genes to predict.
@@ -92,7 +104,7 @@ pub struct FoldTask<'a> {
 }
 
 impl FoldTask<'_> {
-    /// Observed library of every spatial cell on the training genes (ℓ′ of the paper).
+    /// Observed library of every spatial cell of the fold on the training genes (ℓ′ of the paper).
     pub fn spatial_library(&self) -> Vec<f64> {
         self.spatial_train.sum_axis(Axis(1)).to_vec()
     }
@@ -113,9 +125,9 @@ pub trait Imputer {
     /// Name shown in reports.
     fn name(&self) -> String;
 
-    /// Predicted expression of the held-out genes in every spatial cell on the count scale
-    /// (i.e. scaled by the cell's observed library on the training genes):
-    /// spatial cells × `task.test_genes.len()`.
+    /// Predicted expression of the held-out genes in every spatial cell of the fold
+    /// (`task.spatial_train`'s rows) on the count scale (i.e. scaled by the cell's observed
+    /// library on the training genes): those cells × `task.test_genes.len()`.
     fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError>;
 }
 
@@ -171,6 +183,12 @@ pub struct ProtocolReport {
     pub folds: Vec<Vec<String>>,
     /// The method δρ is measured against (the first one evaluated).
     pub reference_method: Option<String>,
+    /// scRNA-seq cells each fold kept (those with counts on its training genes).
+    #[serde(default)]
+    pub fold_sc_cells: Vec<usize>,
+    /// Spatial cells each fold kept and scored its held-out genes over.
+    #[serde(default)]
+    pub fold_spatial_cells: Vec<usize>,
     /// One entry per method, in evaluation order.
     pub methods: Vec<MethodReport>,
 }
@@ -193,6 +211,19 @@ impl ProtocolReport {
             self.n_spatial_cells,
             self.reference_method.as_deref().unwrap_or("—")
         );
+        let range = |v: &[usize]| match (v.iter().min(), v.iter().max()) {
+            (Some(lo), Some(hi)) if lo == hi => lo.to_string(),
+            (Some(lo), Some(hi)) => format!("{lo}–{hi}"),
+            _ => "—".to_string(),
+        };
+        if !self.fold_sc_cells.is_empty() {
+            out.push_str(&format!(
+                "Per fold, cells without counts on the fold's training genes are left out: \
+                 {} scRNA-seq and {} spatial cells kept.\n\n",
+                range(&self.fold_sc_cells),
+                range(&self.fold_spatial_cells)
+            ));
+        }
         out.push_str(
             "| method | median Spearman (paper) | median Spearman (tutorial) | median Pearson | \
              median δρ | undefined genes | seconds |\n|---|---|---|---|---|---|---|\n",
@@ -316,27 +347,49 @@ pub fn evaluate_with_folds(
     let n_cells = spatial_counts.nrows();
     let mut fold_of = vec![0usize; n_genes];
 
-    // Predictions on the count scale and normalised by the fold's training library.
-    let mut raw_pred = vec![Array2::<f64>::zeros((n_cells, n_genes)); imputers.len()];
+    // Predictions on the count scale and normalised by the fold's training library; NaN for
+    // the cells a gene's fold left out.
+    let mut raw_pred = vec![Array2::<f64>::from_elem((n_cells, n_genes), f64::NAN); imputers.len()];
     let mut norm_pred = raw_pred.clone();
     let mut seconds = vec![0.0f64; imputers.len()];
+    let (mut fold_sc_cells, mut fold_spatial_cells) = (Vec::new(), Vec::new());
 
     for (f, test) in folds.iter().enumerate() {
         let train: Vec<usize> = (0..n_genes).filter(|g| !test.contains(g)).collect();
         for &g in test {
             fold_of[g] = f;
         }
-        let spatial_train = spatial_counts.select(Axis(1), &train);
+        let sc_cells = cells_with_counts(sc_counts, &train);
+        let spatial_cells = cells_with_counts(spatial_counts, &train);
+        if sc_cells.is_empty() {
+            return Err(MetricsError::Empty(
+                "scRNA-seq cells with counts on a fold's training genes",
+            ));
+        }
+        if spatial_cells.is_empty() {
+            return Err(MetricsError::Empty(
+                "spatial cells with counts on a fold's training genes",
+            ));
+        }
+        fold_sc_cells.push(sc_cells.len());
+        fold_spatial_cells.push(spatial_cells.len());
+        let sc_fold = sc_counts.select(Axis(0), &sc_cells);
+        let spatial_train = spatial_counts
+            .select(Axis(0), &spatial_cells)
+            .select(Axis(1), &train);
         let task = FoldTask {
             fold: f,
             gene_names,
-            sc_counts,
+            sc_counts: sc_fold.view(),
+            sc_cells: &sc_cells,
             spatial_train: spatial_train.view(),
+            spatial_cells: &spatial_cells,
             train_genes: &train,
             test_genes: test,
             seed: config.seed,
         };
         let library = task.spatial_library();
+        let n_fold = spatial_cells.len();
         for (m, imputer) in imputers.iter_mut().enumerate() {
             let start = Instant::now();
             let pred = imputer
@@ -346,10 +399,10 @@ pub fn evaluate_with_folds(
                     source,
                 })?;
             seconds[m] += start.elapsed().as_secs_f64();
-            if pred.dim() != (n_cells, test.len()) {
+            if pred.dim() != (n_fold, test.len()) {
                 return Err(MetricsError::ShapeMismatch {
-                    what: "imputer output (spatial cells · held-out genes)",
-                    expected: n_cells * test.len(),
+                    what: "imputer output (the fold's spatial cells · held-out genes)",
+                    expected: n_fold * test.len(),
                     got: pred.len(),
                 });
             }
@@ -357,13 +410,10 @@ pub fn evaluate_with_folds(
                 return Err(MetricsError::NonFinite("imputer output"));
             }
             for (j, &g) in test.iter().enumerate() {
-                raw_pred[m].column_mut(g).assign(&pred.column(j));
-                for c in 0..n_cells {
-                    norm_pred[m][[c, g]] = if library[c] > 0.0 {
-                        pred[[c, j]] / library[c]
-                    } else {
-                        0.0
-                    };
+                for (i, &c) in spatial_cells.iter().enumerate() {
+                    raw_pred[m][[c, g]] = pred[[i, j]];
+                    // Every kept cell has a positive library on the training genes.
+                    norm_pred[m][[c, g]] = pred[[i, j]] / library[i];
                 }
             }
         }
@@ -382,10 +432,18 @@ pub fn evaluate_with_folds(
     for (m, imputer) in imputers.iter().enumerate() {
         let mut per_gene = Vec::with_capacity(n_genes);
         for g in 0..n_genes {
-            let p = raw_pred[m].column(g).to_vec();
-            let t = spatial_counts.column(g).to_vec();
-            let pn = norm_pred[m].column(g).to_vec();
-            let tn = truth_norm.column(g).to_vec();
+            // The cells the gene's fold kept.
+            let scored: Vec<usize> = (0..n_cells)
+                .filter(|&c| raw_pred[m][[c, g]].is_finite())
+                .collect();
+            let pick = |a: &Array2<f64>| scored.iter().map(|&c| a[[c, g]]).collect::<Vec<_>>();
+            let p = pick(&raw_pred[m]);
+            let t = scored
+                .iter()
+                .map(|&c| spatial_counts[[c, g]])
+                .collect::<Vec<_>>();
+            let pn = pick(&norm_pred[m]);
+            let tn = pick(&truth_norm);
             per_gene.push(GeneScore {
                 gene: gene_names[g].clone(),
                 fold: fold_of[g],
@@ -428,8 +486,20 @@ pub fn evaluate_with_folds(
             .map(|f| f.iter().map(|&g| gene_names[g].clone()).collect())
             .collect(),
         reference_method: methods.first().map(|m| m.name.clone()),
+        fold_sc_cells,
+        fold_spatial_cells,
         methods,
     })
+}
+
+/// Rows of `counts` with a positive sum over `genes` (the cells a fold keeps).
+fn cells_with_counts(counts: ArrayView2<'_, f64>, genes: &[usize]) -> Vec<usize> {
+    counts
+        .outer_iter()
+        .enumerate()
+        .filter(|(_, row)| genes.iter().map(|&g| row[g]).sum::<f64>() > 0.0)
+        .map(|(c, _)| c)
+        .collect()
 }
 
 /// Row-normalised proportions of `counts` (each row divided by its sum; zero rows stay zero).
@@ -543,7 +613,9 @@ impl Imputer for OracleImputer {
     }
 
     fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError> {
-        let cols = self.spatial_counts.select(Axis(1), task.test_genes);
-        Ok(cols.slice(s![.., ..]).to_owned())
+        Ok(self
+            .spatial_counts
+            .select(Axis(0), task.spatial_cells)
+            .select(Axis(1), task.test_genes))
     }
 }

@@ -13,7 +13,7 @@ use gimvi_metrics::protocol::{
 };
 use gimvi_metrics::regression::{default_k, knn_regress};
 use gimvi_metrics::MetricsError;
-use ndarray::{array, Array2};
+use ndarray::{array, Array2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -398,4 +398,81 @@ fn protocol_rejects_bad_input_with_typed_errors() {
     sp[[3, 3]] = -1.0;
     let e = evaluate(&genes, sc.view(), sp.view(), &mut [&mut mean], cfg).unwrap_err();
     assert!(matches!(e, MetricsError::Negative(_)), "{e}");
+}
+
+/// Records which cells each fold hands over and predicts the measured values of those cells.
+struct Recorder {
+    spatial_counts: Array2<f64>,
+    seen: Vec<(usize, Vec<usize>, Vec<usize>)>,
+}
+
+impl Imputer for Recorder {
+    fn name(&self) -> String {
+        "recorder".into()
+    }
+    fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError> {
+        assert_eq!(task.sc_counts.nrows(), task.sc_cells.len());
+        assert_eq!(task.spatial_train.nrows(), task.spatial_cells.len());
+        // The rows handed over are the named rows' training-gene counts, all with a library.
+        for (i, &c) in task.spatial_cells.iter().enumerate() {
+            for (j, &g) in task.train_genes.iter().enumerate() {
+                assert_eq!(task.spatial_train[[i, j]], self.spatial_counts[[c, g]]);
+            }
+        }
+        assert!(task.spatial_library().iter().all(|&l| l > 0.0));
+        self.seen.push((
+            task.fold,
+            task.sc_cells.to_vec(),
+            task.spatial_cells.to_vec(),
+        ));
+        Ok(self
+            .spatial_counts
+            .select(Axis(0), task.spatial_cells)
+            .select(Axis(1), task.test_genes))
+    }
+}
+
+#[test]
+fn cells_without_counts_on_a_folds_training_genes_are_left_out_of_that_fold() {
+    let (genes, mut sc, mut sp) = synthetic_pair(9);
+    let folds = vec![(0..10).collect::<Vec<_>>(), (10..20).collect::<Vec<_>>()];
+    // Spatial cell 0 has counts only on fold 0's held-out genes: fold 0 leaves it out (it has
+    // no library on the training genes 10..20), fold 1 keeps it. scRNA-seq cell 1 has counts
+    // only on genes 10..20: fold 1 (training genes 0..10) leaves it out.
+    for g in 10..20 {
+        sp[[0, g]] = 0.0;
+    }
+    sp[[0, 0]] = 5.0;
+    for g in 0..10 {
+        sc[[1, g]] = 0.0;
+    }
+    sc[[1, 15]] = 3.0;
+    let mut rec = Recorder {
+        spatial_counts: sp.clone(),
+        seen: Vec::new(),
+    };
+    let report =
+        evaluate_with_folds(&genes, sc.view(), sp.view(), &mut [&mut rec], &folds, 0).unwrap();
+    let (f0, f1) = (&rec.seen[0], &rec.seen[1]);
+    assert_eq!((f0.0, f1.0), (0, 1));
+    assert!(!f0.2.contains(&0) && f1.2.contains(&0));
+    assert!(f0.1.contains(&1) && !f1.1.contains(&1));
+    assert_eq!(report.fold_spatial_cells, vec![f0.2.len(), f1.2.len()]);
+    assert_eq!(report.fold_sc_cells, vec![f0.1.len(), f1.1.len()]);
+    assert_eq!(f0.2.len(), sp.nrows() - 1);
+    // The measured values of the kept cells score 1 on every gene: the left-out cell's
+    // count on gene 0 is not among the scored pairs.
+    for s in &report.methods[0].per_gene {
+        assert_abs_diff_eq!(s.spearman_paper.unwrap(), 1.0, epsilon = 1e-12);
+    }
+    assert!(report.to_markdown().contains("left out"));
+
+    // A fold whose training genes no spatial cell expresses is a typed error.
+    let mut empty = sp.clone();
+    empty.slice_mut(ndarray::s![.., 10..]).fill(0.0);
+    let mut mean = MeanImputer;
+    let e = evaluate_with_folds(&genes, sc.view(), empty.view(), &mut [&mut mean], &folds, 0)
+        .unwrap_err();
+    assert!(matches!(e, MetricsError::Empty(_)), "{e}");
+    assert!(e.to_string().contains("spatial cells"), "{e}");
 }
