@@ -4,9 +4,9 @@
 //! The genes measured in both datasets are split into K seeded folds (default 5, i.e. 20 % held
 //! out per fold). For each fold the method sees the scRNA-seq counts of every shared gene and
 //! the spatial counts of the training genes only, and predicts the held-out genes in the
-//! spatial cells (those of the fold, below). After all folds every shared gene has been held out exactly once; each gene is
-//! scored by the correlation across spatial cells between prediction and measurement, and the
-//! median over genes summarises a method.
+//! spatial cells (those of the fold, below). After all folds every shared gene has been held
+//! out exactly once; each gene is scored by the correlation across spatial cells between
+//! prediction and measurement, and the median over genes summarises a method.
 //!
 //! Two scoring conventions are reported side by side, because published numbers use both:
 //! * **paper** (the paper's reproduction code): the unnormalised prediction (expected counts,
@@ -104,7 +104,8 @@ pub struct FoldTask<'a> {
 }
 
 impl FoldTask<'_> {
-    /// Observed library of every spatial cell of the fold on the training genes (ℓ′ of the paper).
+    /// Observed library of every spatial cell of the fold on the training genes (ℓ′ of the
+    /// paper).
     pub fn spatial_library(&self) -> Vec<f64> {
         self.spatial_train.sum_axis(Axis(1)).to_vec()
     }
