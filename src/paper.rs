@@ -8,7 +8,8 @@
 //! Methods: gimVI with κ = 0 (the δρ reference, as in Table 1), κ = 1, κ = 5 and κ chosen
 //! automatically per fold on the fold's training genes only ([`crate::pipeline::choose_kappa`]);
 //! the average of the κ = 0, 1 and 5 models ("gimVI avg κ=0,1,5", built from those rows'
-//! fits, see [`crate::pipeline::GimviImputer::kappa_average`]); the paper's scVI + k-NN
+//! fits, see [`crate::pipeline::GimviImputer::kappa_average`]); the automatic choice with that
+//! average as a 4th candidate ("gimVI κ*/avg", also from shared fits); the paper's scVI + k-NN
 //! baseline; a per-gene-mean baseline; k-NN on the shared genes.
 
 use gimvi_data::prepare::{drop_empty_cells, match_genes, validate_counts, CountPolicy};
@@ -44,7 +45,9 @@ pub struct Table1Options {
     pub n_latent: usize,
     /// Likelihood of the spatial counts (Poisson for osmFISH, NB for starMAP).
     pub spatial_likelihood: CountLikelihood,
-    /// Include gimVI with automatically chosen κ (4 trainings per fold).
+    /// Include gimVI with automatically chosen κ (`KAPPA_INNER_SPLITS` × 3 inner trainings
+    /// per fold) and the same choice with the average over κ as a 4th candidate ("gimVI
+    /// κ*/avg", no extra training).
     pub auto_kappa: bool,
     /// Training device (autodiff).
     pub device: Device,
@@ -234,6 +237,9 @@ pub fn table1_methods(options: &Table1Options) -> Vec<String> {
             names.push(method_name(5.0, true, &[], ensemble));
         }
         names.push(method_name(5.0, false, &KAPPA_CANDIDATES, ensemble));
+        if options.auto_kappa {
+            names.push(method_name(5.0, true, &KAPPA_CANDIDATES, ensemble));
+        }
     };
     gimvi(1);
     if members > 1 {
@@ -308,6 +314,16 @@ pub fn table1(
         ..gimvi(5.0, false, ensemble)
     };
     let (mut a1, mut am) = (average(1), average(members));
+    // κ* with the average as a 4th candidate: κ*'s inner validation already scores the
+    // average (shared choice), and every model it may use is a fixed-κ row's fit, so it
+    // trains nothing either.
+    let auto_average = |ensemble: usize| GimviImputer {
+        name: method_name(5.0, true, &KAPPA_CANDIDATES, ensemble),
+        ..average(ensemble)
+    };
+    let (mut aa1, mut aam) = (auto_average(1), auto_average(members));
+    aa1.auto_kappa = true;
+    aam.auto_kappa = true;
     let (mut k0, mut k1, mut k5, mut kauto) = (
         gimvi(0.0, false, 1),
         gimvi(1.0, false, 1),
@@ -336,12 +352,18 @@ pub fn table1(
         methods.push(&mut kauto);
     }
     methods.push(&mut a1);
+    if options.auto_kappa {
+        methods.push(&mut aa1);
+    }
     if members > 1 {
         methods.extend([&mut e0 as &mut dyn Imputer, &mut e1, &mut e5]);
         if options.auto_kappa {
             methods.push(&mut eauto);
         }
         methods.push(&mut am);
+        if options.auto_kappa {
+            methods.push(&mut aam);
+        }
     }
     methods.extend([
         &mut scvi as &mut dyn Imputer,
@@ -458,14 +480,15 @@ pub fn table1(
             .collect();
         if !ks.is_empty() {
             // The paper's reference spaces: a model of each dataset alone (scVI, κ = 0) on the
-            // genes the joint model saw for it — all shared genes for the scRNA-seq data, the
-            // fold's training genes for the spatial data — trained like the joint models.
+            // cells and genes the joint model saw for it — the fold's cells; all shared genes
+            // for the scRNA-seq data, the fold's training genes for the spatial data — trained
+            // like the joint models.
             let own_train = TrainConfig {
                 seed: train.seed.wrapping_add(first.fold as u64),
                 ..train.clone()
             };
             let own_sc = single_dataset_latent(
-                &sc.counts,
+                &sc.counts.select_rows(&first.sc_cells),
                 &sc.genes,
                 CountLikelihood::Zinb,
                 true,
@@ -475,7 +498,9 @@ pub fn table1(
             )?;
             let sp_genes: Vec<String> = fold_genes.iter().map(|&g| sc.genes[g].clone()).collect();
             let own_sp = single_dataset_latent(
-                &sp.counts.select_cols(&fold_genes),
+                &sp.counts
+                    .select_rows(&first.spatial_cells)
+                    .select_cols(&fold_genes),
                 &sp_genes,
                 options.spatial_likelihood,
                 false,
@@ -484,9 +509,14 @@ pub fn table1(
                 &options.device,
             )?;
             for (name, latent) in &recorded {
-                // The own spaces hold every cell; the fold's latents only the fold's cells.
-                let own_sc = own_sc.select(ndarray::Axis(0), &latent.sc_cells);
-                let own_sp = own_sp.select(ndarray::Axis(0), &latent.spatial_cells);
+                // Every method recorded the same (first) fold, so the same cells in the same
+                // order; checked, since the curves compare neighbourhoods row by row.
+                if latent.sc_cells != first.sc_cells || latent.spatial_cells != first.spatial_cells
+                {
+                    return Err(PipelineError::Input(format!(
+                        "{name}: its latent holds other cells than the reference spaces' fold"
+                    )));
+                }
                 integration.push(
                     integration_curve(name, latent, own_sc.view(), own_sp.view(), &ks)
                         .map_err(|e| PipelineError::Input(e.to_string()))?,

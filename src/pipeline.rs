@@ -211,7 +211,10 @@ pub struct GimviImputer {
     /// Device to train on (autodiff).
     pub device: Device,
     /// Choose κ per fold with [`choose_kappa`] on the fold's training genes (the κ in
-    /// `train` is then ignored); the choices are recorded in `chosen_kappas`.
+    /// `train` is then ignored); the choices are recorded in `chosen_kappas`. The candidates
+    /// are [`KAPPA_CANDIDATES`], or the κ of a non-empty `kappa_average` — which then also
+    /// becomes a candidate itself: a fold imputes the average over those κ when its inner
+    /// score beats every single κ ([`KappaChoice::prefers_average`]).
     pub auto_kappa: bool,
     /// κ chosen in each fold when `auto_kappa` is set.
     pub chosen_kappas: Vec<KappaChoice>,
@@ -238,9 +241,10 @@ pub struct GimviImputer {
     /// Average over κ instead of one κ (empty: one κ, `train.kappa` or the automatic
     /// choice): each fold's imputation is the mean of models trained at each of these κ
     /// (each an ensemble of `ensemble` members, all equally weighted), so no κ has to be
-    /// chosen. Cannot be combined with `auto_kappa`. With [`SharedFits`] held by the
-    /// fixed-κ imputers of the same settings it trains nothing of its own. Used by
-    /// [`Imputer::impute`]; [`GimviImputer::fit_fold`] trains one model at `train.kappa`.
+    /// chosen. With `auto_kappa` set, the automatic choice picks per fold among these κ and
+    /// their average (see `auto_kappa`). With [`SharedFits`] held by the fixed-κ imputers of
+    /// the same settings it trains nothing of its own. Used by [`Imputer::impute`];
+    /// [`GimviImputer::fit_fold`] trains one model at `train.kappa` (or at the chosen κ).
     pub kappa_average: Vec<f64>,
 }
 
@@ -286,7 +290,7 @@ impl GimviImputer {
     pub fn fit_fold(&mut self, task: &FoldTask<'_>) -> Result<TrainResult, PipelineError> {
         let sc_counts = to_csr(task.sc_counts.view())?;
         let sp_counts = to_csr(task.spatial_train.view())?;
-        let (config, train_config) = self.fold_setup(task, &sc_counts, &sp_counts)?;
+        let (config, train_config, _) = self.fold_setup(task, &sc_counts, &sp_counts)?;
         fit(
             config,
             &[&sc_counts, &sp_counts],
@@ -296,13 +300,14 @@ impl GimviImputer {
         )
     }
 
-    /// The fold's model and training settings (κ chosen here when `auto_kappa` is set).
+    /// The fold's model and training settings (κ chosen here when `auto_kappa` is set) and
+    /// the κ whose models the fold's imputation averages (one κ, or several).
     fn fold_setup(
         &mut self,
         task: &FoldTask<'_>,
         sc_counts: &CsrMatrix,
         sp_counts: &CsrMatrix,
-    ) -> Result<(ModelConfig, TrainConfig), PipelineError> {
+    ) -> Result<(ModelConfig, TrainConfig, Vec<f64>), PipelineError> {
         let genes = task.gene_names.to_vec();
         let (log_mean, log_var) = log_library_moments(sc_counts);
         let sc = DatasetSpec {
@@ -322,13 +327,24 @@ impl GimviImputer {
         let config = ModelConfig::new(genes, vec![sc, spatial]).with_latent(self.n_latent);
         let mut train_config = self.train.clone();
         train_config.seed = self.train.seed.wrapping_add(task.fold as u64);
+        let mut kappas = if self.kappa_average.is_empty() {
+            vec![train_config.kappa]
+        } else {
+            self.kappa_average.clone()
+        };
         if self.auto_kappa {
+            let candidates = if self.kappa_average.is_empty() {
+                KAPPA_CANDIDATES.to_vec()
+            } else {
+                self.kappa_average.clone()
+            };
             // Only the fold's training genes are visible here: the held-out genes never
             // influence the choice. Imputers sharing fits also share the choice (it depends
-            // on the same things as a fit, not on the ensemble size).
+            // on the same things as a fit and on the candidates, not on the ensemble size or
+            // on whether the average may be chosen: its inner score is always computed).
             let key = self.shared.as_ref().map(|_| {
                 format!(
-                    "κ choice: {}",
+                    "κ choice among {candidates:?}: {}",
                     self.share_key(task, [sc_counts, sp_counts], &train_config)
                 )
             });
@@ -342,7 +358,7 @@ impl GimviImputer {
                     let choice = choose_kappa(
                         &config,
                         &[sc_counts, sp_counts],
-                        &KAPPA_CANDIDATES,
+                        &candidates,
                         &train_config,
                         &self.device,
                     )?;
@@ -353,9 +369,12 @@ impl GimviImputer {
                 }
             };
             train_config.kappa = choice.kappa;
+            if self.kappa_average.is_empty() || !choice.prefers_average() {
+                kappas = vec![choice.kappa];
+            }
             self.chosen_kappas.push(choice);
         }
-        Ok((config, train_config))
+        Ok((config, train_config, kappas))
     }
 
     /// What identifies a fold's fit in [`SharedFits`]: everything that determines it — the
@@ -576,9 +595,6 @@ impl Imputer for GimviImputer {
     fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError> {
         // Settings first (before any conversion or training): the trainer would reject a bad
         // κ too, but only after the average's earlier κ had been trained.
-        if self.auto_kappa && !self.kappa_average.is_empty() {
-            return Err("an average over κ cannot also choose κ automatically".into());
-        }
         if let Some(&bad) = self
             .kappa_average
             .iter()
@@ -588,14 +604,9 @@ impl Imputer for GimviImputer {
         }
         let sc_counts = to_csr(task.sc_counts.view())?;
         let sp_counts = to_csr(task.spatial_train.view())?;
-        let (config, train_config) = self.fold_setup(task, &sc_counts, &sp_counts)?;
-        let members = self.ensemble.max(1);
         // One κ, or every κ of the average (each with its `members` models).
-        let kappas = if self.kappa_average.is_empty() {
-            vec![train_config.kappa]
-        } else {
-            self.kappa_average.clone()
-        };
+        let (config, train_config, kappas) = self.fold_setup(task, &sc_counts, &sp_counts)?;
+        let members = self.ensemble.max(1);
         let mut prediction: Option<Array2<f64>> = None;
         // Pooled posterior over the members: Σ means and Σ (variance + mean²).
         let mut pooled: Option<(Array2<f64>, Array2<f64>)> = None;
@@ -643,15 +654,22 @@ impl Imputer for GimviImputer {
 
 /// The report name of a gimVI configuration, the same in the examples, `table1` and the CLI:
 /// "gimVI κ=5", "gimVI κ* (automatic)" (`auto`), "gimVI avg κ=0,1,5" (a non-empty
-/// `average`, which takes precedence over `kappa`), each with " ×M" for an ensemble of M > 1
-/// models per fold ("gimVI κ* ×M" for the automatic κ).
+/// `average`, which takes precedence over `kappa`), "gimVI κ*/avg (automatic)" (`auto` with
+/// a non-empty `average`: the choice includes the average), each with " ×M" for an ensemble
+/// of M > 1 models per fold ("gimVI κ* ×M", "gimVI κ*/avg ×M" for the automatic choices).
 pub fn method_name(kappa: f64, auto: bool, average: &[f64], ensemble: usize) -> String {
     let times = if ensemble > 1 {
         format!(" ×{ensemble}")
     } else {
         String::new()
     };
-    if !average.is_empty() {
+    if auto && !average.is_empty() {
+        if ensemble > 1 {
+            format!("gimVI κ*/avg{times}")
+        } else {
+            "gimVI κ*/avg (automatic)".to_string()
+        }
+    } else if !average.is_empty() {
         let list: Vec<String> = average.iter().map(f64::to_string).collect();
         format!("gimVI avg κ={}{times}", list.join(","))
     } else if auto {
@@ -677,12 +695,37 @@ pub const KAPPA_CANDIDATES: [f64; 3] = [0.0, 1.0, 5.0];
 /// Result of [`choose_kappa`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct KappaChoice {
-    /// The chosen κ.
+    /// The chosen κ (the best single candidate).
     pub kappa: f64,
     /// (κ, median Spearman over the inner held-out genes) for every candidate.
     pub scores: Vec<(f64, f64)>,
+    /// The same score for the average of all candidates' imputations (the models of the
+    /// inner validation, no extra training); `None` with a single candidate.
+    pub average_score: Option<f64>,
     /// How many (gene, split) pairs were scored in the inner validation.
     pub inner_genes: usize,
+}
+
+impl KappaChoice {
+    /// Whether the average over the candidates scored higher than every single κ (ties go to
+    /// the single κ).
+    pub fn prefers_average(&self) -> bool {
+        let best = self
+            .scores
+            .iter()
+            .map(|s| s.1)
+            .fold(f64::NEG_INFINITY, f64::max);
+        self.average_score.is_some_and(|a| a > best)
+    }
+
+    /// What a fold that may also choose the average uses: "avg" or the κ.
+    pub fn label_with_average(&self) -> String {
+        if self.prefers_average() {
+            "avg".to_string()
+        } else {
+            self.kappa.to_string()
+        }
+    }
 }
 
 /// Inner validation splits [`choose_kappa`] uses: the training genes are cut into 5 seeded
@@ -717,6 +760,8 @@ pub fn choose_kappa(
 /// each candidate κ a model is trained with that group hidden, the hidden genes are imputed as
 /// expected counts and scored by Spearman against their counts. A candidate's score is the
 /// median over all hidden genes of all splits; the highest wins (ties: the earlier candidate).
+/// With two or more candidates the average of their imputations (expected counts, equally
+/// weighted) is scored the same way ([`KappaChoice::average_score`]; it trains nothing more).
 /// Callers evaluating held-out genes must pass data that already excludes them, so the choice
 /// never sees them. Costs `splits × candidates.len()` trainings.
 pub fn choose_kappa_with(
@@ -727,7 +772,7 @@ pub fn choose_kappa_with(
     splits: usize,
     device: &Device,
 ) -> Result<KappaChoice, PipelineError> {
-    use gimvi_metrics::correlation::{median, spearman};
+    use gimvi_metrics::correlation::median;
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
 
@@ -762,6 +807,8 @@ pub fn choose_kappa_with(
         ));
     }
     let mut rhos: Vec<Vec<f64>> = vec![Vec::new(); candidates.len()];
+    // The same for the average of the candidates' imputations.
+    let mut average: Vec<f64> = Vec::new();
     let mut inner_genes = 0;
     for split in 0..splits {
         let mut inner = config.clone();
@@ -799,6 +846,8 @@ pub fn choose_kappa_with(
             .zip(&reduced)
             .map(|(&given, r)| r.as_ref().unwrap_or(given))
             .collect();
+        // Per hidden dataset: the sum of the candidates' imputations, for the average.
+        let mut sums: Vec<Option<Array2<f64>>> = vec![None; hidden.len()];
         for (c, &kappa) in candidates.iter().enumerate() {
             let cfg = TrainConfig {
                 kappa,
@@ -808,7 +857,7 @@ pub fn choose_kappa_with(
                 ..train_config.clone()
             };
             let result = fit(inner.clone(), &refs, &cfg, device, |_| {})?;
-            for (m, genes, truth) in &hidden {
+            for (h, (m, genes, truth)) in hidden.iter().enumerate() {
                 let imputed = result.model.impute(
                     *m,
                     refs[*m],
@@ -818,20 +867,18 @@ pub fn choose_kappa_with(
                         ..ImputeOptions::default()
                     },
                 )?;
-                let truth = truth.to_dense_f64();
-                for j in 0..genes.len() {
-                    let p: Vec<f64> = imputed
-                        .mean
-                        .column(j)
-                        .iter()
-                        .map(|&v| f64::from(v))
-                        .collect();
-                    let t: Vec<f64> = truth.column(j).to_vec();
-                    rhos[c].push(
-                        spearman(&p, &t)
-                            .map_err(|e| PipelineError::Input(e.to_string()))?
-                            .unwrap_or(0.0),
-                    );
+                let prediction = imputed.mean.mapv(f64::from);
+                score_columns(&prediction, truth, &mut rhos[c])?;
+                sums[h] = Some(match sums[h].take() {
+                    None => prediction,
+                    Some(sum) => sum + prediction,
+                });
+            }
+        }
+        if candidates.len() > 1 {
+            for (sum, (_, _, truth)) in sums.into_iter().zip(&hidden) {
+                if let Some(sum) = sum {
+                    score_columns(&(sum / candidates.len() as f64), truth, &mut average)?;
                 }
             }
         }
@@ -847,8 +894,29 @@ pub fn choose_kappa_with(
     Ok(KappaChoice {
         kappa: best.0,
         scores,
+        average_score: (candidates.len() > 1).then(|| median(&average).unwrap_or(0.0)),
         inner_genes,
     })
+}
+
+/// Spearman correlation of every column of `prediction` (cells × hidden genes) with the same
+/// column of `truth` (0 where a column is constant), appended to `out`.
+fn score_columns(
+    prediction: &Array2<f64>,
+    truth: &CsrMatrix,
+    out: &mut Vec<f64>,
+) -> Result<(), PipelineError> {
+    use gimvi_metrics::correlation::spearman;
+    let truth = truth.to_dense_f64();
+    for (p, t) in prediction.columns().into_iter().zip(truth.columns()) {
+        let (p, t): (Vec<f64>, Vec<f64>) = (p.to_vec(), t.to_vec());
+        out.push(
+            spearman(&p, &t)
+                .map_err(|e| PipelineError::Input(e.to_string()))?
+                .unwrap_or(0.0),
+        );
+    }
+    Ok(())
 }
 
 /// The paper's baseline (Lopez et al. 2019, Table 1, "scVI"): one joint model fitted on the

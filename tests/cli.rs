@@ -435,9 +435,27 @@ fn evaluate_runs_the_protocol_on_a_small_pair() {
     );
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("| gimVI avg κ=0,5 |"), "{table}");
-    assert_one_line_error(
-        &average("0,5", "auto"),
-        "--average-kappas replaces --kappa auto",
+    // With --kappa auto the average is one more candidate of the per-fold choice.
+    let out = average("0,5", "auto");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| gimVI κ*/avg (automatic) |"), "{table}");
+    let chosen = table
+        .lines()
+        .find_map(|l| l.strip_prefix("κ chosen per fold (inner validation on training genes): "))
+        .unwrap_or_else(|| panic!("no choice line: {table}"));
+    assert_eq!(
+        chosen.split(", ").count(),
+        2,
+        "one choice per fold: {chosen}"
+    );
+    assert!(
+        chosen.split(", ").all(|c| ["0", "5", "avg"].contains(&c)),
+        "{chosen}"
     );
     assert_one_line_error(&average("0,-1", "5"), "finite number ≥ 0");
 }

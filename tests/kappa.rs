@@ -73,9 +73,13 @@ fn inner_validation_pools_the_hidden_genes_of_every_split() {
     assert_eq!(choice.scores.len(), 2);
     assert!(choice.scores.iter().all(|(_, r)| r.is_finite()));
     assert!(choice.kappa == 0.0 || choice.kappa == 5.0);
+    // The average of the two candidates is scored too, from the same models.
+    assert!(choice.average_score.is_some_and(f64::is_finite));
     let all = choose_kappa_with(&config, &data, &[0.0], &train(2, 0.0), 5, &device())
         .expect("κ is chosen");
     assert_eq!(all.inner_genes, 12, "5 splits hide every spatial gene once");
+    assert_eq!(all.average_score, None, "one candidate: no average");
+    assert!(!all.prefers_average());
 
     for splits in [0, 6] {
         match choose_kappa_with(&config, &data, &[0.0], &train(1, 0.0), splits, &device()) {
@@ -321,11 +325,37 @@ fn an_average_over_kappa_is_the_mean_of_the_fixed_kappa_fits_and_trains_nothing_
     assert!(gap < 1e-9, "average over κ = mean of the fits (gap {gap})");
     assert_ne!(fixed[0], fixed[1], "the two κ give different fits");
 
-    // Combined with the automatic choice, or with a bad κ: a typed error, not a panic.
-    let mut both = imputer(1.0, true, None);
-    both.kappa_average = vec![0.0, 1.0];
-    let err = both.impute(&task).expect_err("auto + average is refused");
-    assert!(err.to_string().contains("cannot also choose κ"), "{err}");
+    // Combined with the automatic choice, the average is one more candidate: the fold
+    // imputes the average when its inner score beats both κ, else the chosen κ's fit — both
+    // reused from the fixed-κ imputers, and the inner validation is shared with a κ* imputer
+    // over the same candidates.
+    let mut both = imputer(1.0, true, Some(shared.clone()));
+    both.kappa_average = vec![0.0, 5.0];
+    let chosen = both.impute(&task).expect("imputes");
+    assert_eq!(shared.len(), 2, "nothing trained for the final imputation");
+    assert_eq!(shared.choices(), 1);
+    let choice = &both.chosen_kappas[0];
+    let best = choice.scores.iter().map(|s| s.1).fold(f64::MIN, f64::max);
+    let avg_score = choice
+        .average_score
+        .expect("two candidates: the average is scored");
+    assert!(avg_score.is_finite());
+    assert_eq!(choice.prefers_average(), avg_score > best);
+    let expected = if choice.prefers_average() {
+        averaged.clone()
+    } else if choice.kappa == 0.0 {
+        fixed[0].clone()
+    } else {
+        fixed[1].clone()
+    };
+    assert_eq!(chosen, expected, "choice {}", choice.label_with_average());
+    let mut again = imputer(1.0, true, Some(shared.clone()));
+    again.kappa_average = vec![0.0, 5.0];
+    again.impute(&task).expect("imputes");
+    assert_eq!(shared.choices(), 1, "the choice is computed once");
+    assert_eq!(again.chosen_kappas, both.chosen_kappas);
+
+    // A bad κ: a typed error, not a panic.
     let mut bad = imputer(1.0, false, None);
     bad.kappa_average = vec![0.0, f64::NAN];
     let err = bad.impute(&task).expect_err("NaN κ is refused");

@@ -170,7 +170,7 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
             k.join(", ")
         ));
         md.push_str(
-            "\n| fold | inner (gene, split) pairs scored | median inner Spearman per κ | chosen |\n|---|---|---|---|\n",
+            "\n| fold | inner (gene, split) pairs scored | median inner Spearman per κ | average of the κ | κ* chooses | κ*/avg chooses |\n|---|---|---|---|---|---|\n",
         );
         for (f, c) in used.chosen_kappas.iter().enumerate() {
             let scores: Vec<String> = c
@@ -179,11 +179,13 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
                 .map(|(k, r)| format!("κ={k}: {r:.3}"))
                 .collect();
             md.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} |\n",
                 f + 1,
                 c.inner_genes,
                 scores.join(", "),
-                c.kappa
+                c.average_score.map_or("–".into(), |a| format!("{a:.3}")),
+                c.kappa,
+                c.label_with_average()
             ));
         }
     }
@@ -299,8 +301,8 @@ fn figures(
              of mixing in KL form (0 = every neighbourhood has the global dataset proportions, \
              negative = segregated); k-NN purity = Jaccard index between a cell's k nearest \
              neighbours in the joint latent space and in the latent space of a model fitted on \
-             its own dataset alone (scVI, κ = 0, on the genes the joint model saw for that \
-             dataset), as in the paper.\n\n| method | mixing k=10 | mixing k=50 | mixing \
+             its own dataset alone (scVI, κ = 0, on the cells and genes the joint model saw \
+             for that dataset), as in the paper.\n\n| method | mixing k=10 | mixing k=50 | mixing \
              k=100 | purity sc k=10 / 50 / 100 | purity spatial k=10 / 50 / 100 \
              |\n|---|---|---|---|---|---|\n",
             used.integration[0].fold + 1

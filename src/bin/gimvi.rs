@@ -189,7 +189,8 @@ struct EvaluateArgs {
     ensemble: usize,
     /// Average the models of several κ instead of training one, e.g. `0,1,5` (each an
     /// ensemble of ENSEMBLE models): no κ has to be chosen, at one training per κ.
-    /// Replaces --kappa (a number is ignored; 'auto' is refused).
+    /// Replaces a number given to --kappa; with `--kappa auto` each fold chooses among these
+    /// κ and their average by the inner validation on its training genes.
     #[arg(long, value_delimiter = ',', value_name = "KAPPAS")]
     average_kappas: Vec<f64>,
     /// Write the full report (per-gene correlations, timings) as JSON here.
@@ -606,9 +607,6 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
     if args.ensemble == 0 {
         return Err("--ensemble must be at least 1 (models averaged per fold)".into());
     }
-    if auto && !args.average_kappas.is_empty() {
-        return Err("--average-kappas replaces --kappa auto; give one or the other".into());
-    }
     let mut gimvi = GimviImputer {
         name: method_name(
             kappa(a)?.unwrap_or(0.0),
@@ -648,7 +646,13 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
         let chosen: Vec<String> = gimvi
             .chosen_kappas
             .iter()
-            .map(|c| c.kappa.to_string())
+            .map(|c| {
+                if args.average_kappas.is_empty() {
+                    c.kappa.to_string()
+                } else {
+                    c.label_with_average()
+                }
+            })
             .collect();
         println!(
             "κ chosen per fold (inner validation on training genes): {}",
