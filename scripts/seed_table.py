@@ -9,7 +9,7 @@ Usage: scripts/seed_table.py PAIR N [RESULTS_DIR]
   for S = 0..N-1; RESULTS_DIR defaults to results. Written by scripts/example_seeds.sh.
   ANCHOR=a0,a1,... (the anchor's medians per seed, e.g. from docs/results.md) stands in for
   the anchor files when they are absent. Runs with --ensemble M add rows "… ×M"; the
-  comparisons below the table (κ*, the average over κ = 0/1/5, the best fixed κ) are made
+  comparisons below the table (κ*, κ*/avg, the average over κ = 0/1/5, the best fixed κ) are made
   for the one-model and the ensemble rows alike.
 """
 import os
@@ -50,12 +50,15 @@ def main():
             line(name, vals)
     suffixes = [""] + sorted({k[k.index(" ×"):] for k in rows if " ×" in k})
     for suffix in suffixes:
-        star = next((v for k, v in rows.items()
-                     if k.startswith("gimVI κ*") and k.endswith(suffix) and (suffix or " ×" not in k)), None)
-        if star is not None:
-            diffs = [g - a for g, a in zip(star, anchor)]
-            print(f"\nκ*{suffix} − anchor per seed: {', '.join(f'{d:+.3f}' for d in diffs)}; "
-                  f"mean {st.mean(diffs):+.3f}")
+        print()
+        for prefix, label in (("gimVI κ* ", "κ*"), ("gimVI κ*/avg", "κ*/avg")):
+            star = next((v for k, v in rows.items()
+                         if k.startswith(prefix) and k.endswith(suffix) and (suffix or " ×" not in k)
+                         and len(v) == n), None)
+            if star is not None:
+                diffs = [g - a for g, a in zip(star, anchor)]
+                print(f"{label}{suffix} − anchor per seed: {', '.join(f'{d:+.3f}' for d in diffs)}; "
+                      f"mean {st.mean(diffs):+.3f}")
         avg = rows.get(f"gimVI avg κ=0,1,5{suffix}")
         if avg is not None and len(avg) == n:
             diffs = [g - a for g, a in zip(avg, anchor)]
