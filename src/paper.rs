@@ -319,11 +319,10 @@ pub fn table1(
     // trains nothing either.
     let auto_average = |ensemble: usize| GimviImputer {
         name: method_name(5.0, true, &KAPPA_CANDIDATES, ensemble),
+        auto_kappa: true,
         ..average(ensemble)
     };
     let (mut aa1, mut aam) = (auto_average(1), auto_average(members));
-    aa1.auto_kappa = true;
-    aam.auto_kappa = true;
     let (mut k0, mut k1, mut k5, mut kauto) = (
         gimvi(0.0, false, 1),
         gimvi(1.0, false, 1),

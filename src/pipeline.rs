@@ -816,7 +816,7 @@ pub fn choose_kappa_with(
         // used as given.
         let mut reduced: Vec<Option<CsrMatrix>> = vec![None; data.len()];
         // (dataset, model gene indices hidden, their counts)
-        let mut hidden: Vec<(usize, Vec<usize>, CsrMatrix)> = Vec::new();
+        let mut hidden: Vec<(usize, Vec<usize>, Array2<f64>)> = Vec::new();
         for (m, cut) in &groups {
             let mut hide = cut[split].clone();
             if hide.is_empty() {
@@ -833,7 +833,7 @@ pub fn choose_kappa_with(
             hidden.push((
                 *m,
                 hide.iter().map(|&c| spec.gene_index[c]).collect(),
-                data[*m].select_cols(&hide),
+                data[*m].select_cols(&hide).to_dense_f64(),
             ));
             reduced[*m] = Some(data[*m].select_cols(&keep));
         }
@@ -903,11 +903,10 @@ pub fn choose_kappa_with(
 /// column of `truth` (0 where a column is constant), appended to `out`.
 fn score_columns(
     prediction: &Array2<f64>,
-    truth: &CsrMatrix,
+    truth: &Array2<f64>,
     out: &mut Vec<f64>,
 ) -> Result<(), PipelineError> {
     use gimvi_metrics::correlation::spearman;
-    let truth = truth.to_dense_f64();
     for (p, t) in prediction.columns().into_iter().zip(truth.columns()) {
         let (p, t): (Vec<f64>, Vec<f64>) = (p.to_vec(), t.to_vec());
         out.push(
