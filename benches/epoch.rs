@@ -18,7 +18,8 @@
 //! `--classifier-second-pass` trains the adversarial classifier on a second encoder pass, as
 //! scvi-tools does, instead of the generator step's z (`TrainConfig::classifier_second_pass`,
 //! off by default). `--decoder-lr-factor F` sets `TrainConfig::decoder_learning_rate_factor`
-//! (default 2; 1 is scvi-tools' single learning rate).
+//! (default 2; 1 is scvi-tools' single learning rate). `--average-epochs N` averages the weights
+//! over the last N epochs (`TrainConfig::weight_average_epochs`, default 0).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -53,6 +54,8 @@ struct Args {
     second_pass: bool,
     /// `TrainConfig::decoder_learning_rate_factor` (`None`: the default).
     decoder_lr_factor: Option<f64>,
+    /// `TrainConfig::weight_average_epochs`.
+    average_epochs: usize,
     backend: BackendKind,
 }
 
@@ -102,6 +105,7 @@ fn parse() -> Result<Args, Error> {
         decoder_lr_factor: value("--decoder-lr-factor")
             .map(|v| v.parse())
             .transpose()?,
+        average_epochs: value("--average-epochs").map_or(Ok(0), |v| v.parse())?,
     })
 }
 
@@ -276,6 +280,7 @@ fn main() -> Result<(), Error> {
         seed: a.seed,
         progress: false,
         classifier_second_pass: a.second_pass,
+        weight_average_epochs: a.average_epochs,
         ..TrainConfig::default()
     };
     if let Some(f) = a.decoder_lr_factor {
@@ -342,6 +347,7 @@ fn main() -> Result<(), Error> {
         "n_latent": n_latent,
         "kappa": a.kappa,
         "decoder_lr_factor": train_cfg.decoder_learning_rate_factor,
+        "weight_average_epochs": train_cfg.weight_average_epochs,
         "seed": a.seed,
         "fold": a.fold,
         "shared_genes": shared.len(),

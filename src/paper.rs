@@ -67,6 +67,9 @@ pub struct Table1Options {
     /// fit, so an ensemble costs M − 1 extra trainings per method and fold, and κ*'s ensemble
     /// reuses κ*'s inner validation.
     pub ensemble: usize,
+    /// Average each model's weights over its last this-many epochs
+    /// ([`TrainConfig::weight_average_epochs`]; 0 = the last weights, as scvi-tools).
+    pub weight_average_epochs: usize,
 }
 
 /// Wraps an imputer and, when `print` is set, prints one line to stderr when it has finished
@@ -274,6 +277,7 @@ pub fn table1(
         // The paper's reproduction code trains on 95 % of each dataset's cells.
         train_fraction: 0.95,
         progress: options.progress,
+        weight_average_epochs: options.weight_average_epochs,
         ..TrainConfig::default()
     };
     let shared = SharedFits::default();

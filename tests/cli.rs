@@ -344,6 +344,67 @@ fn evaluate_runs_the_protocol_on_a_small_pair() {
     assert_eq!(report["genes"].as_array().unwrap().len(), 6);
     assert_eq!(report["methods"].as_array().unwrap().len(), 3);
 
+    // Weight averaging over the last epochs reaches the trainer: a model averaged over its last
+    // two epochs imputes differently from the last epoch's weights, and a seeded averaged fit
+    // imputes the same values again (the weight files hold random parameter ids, so the
+    // imputations are compared).
+    let fit_impute = |average: &str, dir: &str| {
+        let out = gimvi(&[
+            "fit",
+            "--quiet",
+            "--sc",
+            s(&scp),
+            "--spatial",
+            s(&spp),
+            "--epochs",
+            "3",
+            "--latent",
+            "2",
+            "--average-epochs",
+            average,
+            "--out",
+            s(&t.join(dir)),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let csv = t.join(format!("{dir}.csv"));
+        let out = gimvi(&[
+            "impute",
+            "--quiet",
+            "--model",
+            s(&t.join(dir)),
+            "--spatial",
+            s(&spp),
+            "--genes",
+            "G0,G4",
+            "--samples",
+            "0",
+            "--out",
+            s(&csv),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&csv).unwrap()
+    };
+    let last = fit_impute("0", "last");
+    let averaged = fit_impute("2", "avg");
+    assert_eq!(averaged.lines().count(), 41);
+    assert_ne!(
+        last, averaged,
+        "--average-epochs 2 left the imputation unchanged"
+    );
+    assert_eq!(
+        averaged,
+        fit_impute("2", "avg2"),
+        "an averaged seeded fit is not reproducible"
+    );
+
     // κ chosen automatically, per fold, on the fold's training genes only.
     let out = gimvi(&[
         "evaluate",

@@ -21,7 +21,7 @@ pub struct Pair {
 
 const USAGE: &str =
     "options: [--quick] [--epochs N] [--folds K] [--folds-from FILE.json] [--seed S] \
-[--no-auto-kappa] [--ensemble M] \
+[--no-auto-kappa] [--ensemble M] [--average-epochs N] \
 [--reference auto|paper|substitute] [--data DIR] [--out DIR] [--backend auto|ndarray|flex|wgpu|cuda]";
 
 pub fn run(pair: Pair) -> ExitCode {
@@ -59,6 +59,8 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
     if ensemble == 0 {
         return Err(format!("--ensemble must be at least 1; {USAGE}").into());
     }
+    // Each model's weights averaged over its last N epochs (0: the last weights).
+    let weight_average_epochs: usize = value("--average-epochs").map_or(Ok(0), |v| v.parse())?;
     let reference = match value("--reference").as_deref() {
         None | Some("auto") => Reference::PaperOrSubstitute,
         Some("paper") => Reference::Paper,
@@ -108,6 +110,7 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
         progress: true,
         posterior_samples: if quick { 10 } else { 50 },
         ensemble,
+        weight_average_epochs,
         device: backend.open()?.autodiff(),
         fold_of: match value("--folds-from") {
             None => None,

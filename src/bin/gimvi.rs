@@ -117,6 +117,10 @@ struct ModelArgs {
     /// scvi-tools does; the trainer refuses one that is not finite and > 0).
     #[arg(long)]
     decoder_lr_factor: Option<f64>,
+    /// Average each model's weights over its last N epochs (stochastic weight averaging;
+    /// default 0: the last epoch's weights, as scvi-tools).
+    #[arg(long, default_value_t = 0)]
+    average_epochs: usize,
     /// Latent dimension.
     #[arg(long, default_value_t = 10)]
     latent: usize,
@@ -312,6 +316,7 @@ fn train_config(args: &ModelArgs, quiet: bool) -> Result<TrainConfig> {
         kappa: kappa(args)?.unwrap_or(5.0),
         seed: args.seed,
         progress: !quiet,
+        weight_average_epochs: args.average_epochs,
         ..TrainConfig::default()
     };
     if let Some(factor) = args.decoder_lr_factor {

@@ -24,8 +24,10 @@
 use std::time::Instant;
 
 pub mod adam;
+pub mod average;
 
 use adam::HostAdam;
+use average::WeightAverage;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
@@ -91,6 +93,12 @@ pub struct TrainConfig {
     /// graph — the same step up to float summation order, ~2× faster at the paper's scale
     /// (`docs/performance.md`, round 7). `false` always uses the graph.
     pub host_step: bool,
+    /// Average the model's weights over the ends of the last this-many epochs and return the
+    /// average instead of the last weights ([`average::WeightAverage`]; stochastic weight
+    /// averaging, Izmailov et al. 2018). Default 0: the last weights, as scvi-tools. Ignored
+    /// when early stopping restores the best epoch's weights. The adversarial classifier is
+    /// not averaged (it is not used after training).
+    pub weight_average_epochs: usize,
     /// Seed of the split, the minibatch order and every random draw on the device.
     pub seed: u64,
     /// Show a progress bar on the terminal (never shown when stderr is not a terminal).
@@ -112,6 +120,7 @@ impl Default for TrainConfig {
             early_stopping_patience: None,
             classifier_second_pass: false,
             host_step: true,
+            weight_average_epochs: 0,
             seed: 0,
             progress: true,
         }
@@ -354,6 +363,7 @@ pub fn train(
     let mut history = Vec::with_capacity(config.epochs);
     let mut best: Option<(f64, usize, burn::store::ModuleRecord)> = None;
     let mut stopped_early = false;
+    let mut average = WeightAverage::new();
 
     for epoch in 0..config.epochs {
         let start = Instant::now();
@@ -620,6 +630,9 @@ pub fn train(
                 break;
             }
         }
+        if epoch + config.weight_average_epochs >= config.epochs {
+            average.add(&module);
+        }
     }
     bar.finish_and_clear();
 
@@ -627,6 +640,8 @@ pub fn train(
         module = module
             .try_load_record(record)
             .map_err(|e| TrainError::Model(ModelError::Internal(e.to_string())))?;
+    } else if average.snapshots() > 1 {
+        module = average.apply(module);
     }
     if use_host_step {
         // Parameters require gradients again, as the graph path leaves them.

@@ -547,3 +547,86 @@ fn a_single_dataset_model_learns_the_cells_neighbourhoods_and_refuses_the_advers
         "learned {learned}, shuffled {chance}"
     );
 }
+
+/// Every float parameter and buffer of a module, by id, in visiting order.
+struct AllParams(Vec<(burn::module::ParamId, Vec<f64>)>);
+
+impl burn::module::ModuleVisitor for AllParams {
+    fn visit_float<const D: usize>(
+        &mut self,
+        param: &burn::module::Param<burn::tensor::Tensor<D>>,
+    ) {
+        self.0
+            .push((param.id, param.val().into_data().iter::<f64>().collect()));
+    }
+}
+
+fn all_params(model: &GimviModel) -> Vec<(burn::module::ParamId, Vec<f64>)> {
+    use burn::module::Module;
+    let mut v = AllParams(Vec::new());
+    model.module.visit(&mut v);
+    v.0
+}
+
+/// `weight_average_epochs = 2` returns the mean of the weights after the last two epochs: a
+/// seeded run of E − 1 epochs follows the first E − 1 epochs of a run of E (β and every random
+/// draw depend on the epoch number only), so the averaged E-epoch model equals the mean of the
+/// plain (E − 1)- and E-epoch models, parameter by parameter and for BatchNorm's running
+/// statistics; and it still imputes finite values.
+#[test]
+fn weight_averaging_returns_the_mean_of_the_last_epochs_weights() {
+    let sim = simulate(&SimulationConfig {
+        n_sc: 160,
+        n_spatial: 120,
+        seed: 9,
+        ..SimulationConfig::default()
+    });
+    let shorter = fit(&sim, &quick(3, 5.0, 2));
+    let longer = fit(&sim, &quick(4, 5.0, 2));
+    let averaged = fit(
+        &sim,
+        &TrainConfig {
+            weight_average_epochs: 2,
+            ..quick(4, 5.0, 2)
+        },
+    );
+    assert_eq!(
+        averaged.history.iter().map(|h| h.loss).collect::<Vec<_>>(),
+        longer.history.iter().map(|h| h.loss).collect::<Vec<_>>(),
+        "averaging must not change the training trajectory"
+    );
+    let (a, b, m) = (
+        all_params(&shorter.model),
+        all_params(&longer.model),
+        all_params(&averaged.model),
+    );
+    assert_eq!(a.len(), m.len());
+    let mut differing = 0usize;
+    for (((_, pa), (_, pb)), (_, pm)) in a.iter().zip(&b).zip(&m) {
+        assert_eq!(pa.len(), pm.len());
+        for ((x, y), z) in pa.iter().zip(pb).zip(pm) {
+            let mean = 0.5 * (x + y);
+            assert!(
+                (z - mean).abs() <= 1e-6 * (1.0 + mean.abs()),
+                "averaged {z} vs mean {mean} of {x} and {y}"
+            );
+            if (z - y).abs() > 1e-6 {
+                differing += 1;
+            }
+        }
+    }
+    assert!(
+        differing > 100,
+        "only {differing} weights differ from the last epoch's"
+    );
+    let pred = averaged
+        .model
+        .impute(
+            1,
+            &sim.spatial_counts,
+            &sim.held_out_genes,
+            ImputeOptions::default(),
+        )
+        .expect("imputes");
+    assert!(pred.mean.iter().all(|v| v.is_finite()));
+}
