@@ -59,15 +59,13 @@ struct Accumulate<'a> {
 impl ModuleVisitor for Accumulate<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let data = param.val().into_data();
-        let values: Vec<f64> = data.iter::<f64>().collect();
-        match self.sums.get_mut(&param.id) {
-            Some(sum) if sum.len() == values.len() => {
-                sum.iter_mut().zip(&values).for_each(|(s, v)| *s += v);
-            }
-            _ => {
-                self.sums.insert(param.id, values);
-            }
-        }
+        let sum = self
+            .sums
+            .entry(param.id)
+            .or_insert_with(|| vec![0.0; data.num_elements()]);
+        sum.iter_mut()
+            .zip(data.iter::<f64>())
+            .for_each(|(s, v)| *s += v);
     }
 }
 
