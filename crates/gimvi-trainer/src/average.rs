@@ -40,6 +40,7 @@ impl WeightAverage {
 
     /// The module with every float parameter replaced by its mean over the snapshots;
     /// unchanged when there is none. A parameter the snapshots did not see keeps its value.
+    /// The module must be the one the snapshots were taken of (same parameters and shapes).
     pub fn apply<M: Module>(&self, module: M) -> M {
         if self.snapshots == 0 {
             return module;
@@ -82,9 +83,8 @@ impl ModuleMapper for Replace<'_> {
         let n = self.n;
         param.map(|t| {
             let shape = t.shape();
-            if shape.num_elements() != sum.len() {
-                return t;
-            }
+            // The sums were made from this parameter's own values.
+            debug_assert_eq!(shape.num_elements(), sum.len());
             let device = t.device();
             let require_grad = t.is_require_grad();
             let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
