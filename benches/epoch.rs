@@ -339,6 +339,10 @@ fn main() -> Result<(), Error> {
     let mut rhos = Vec::new();
     let mut per_gene = BTreeMap::new();
     let mut per_gene_sampled = BTreeMap::new();
+    // Column j of an imputation, as f64.
+    let column = |m: &ndarray::Array2<f32>, j: usize| -> Vec<f64> {
+        m.column(j).iter().map(|&v| v.into()).collect()
+    };
     for (j, &k) in held.iter().enumerate() {
         let truth: Vec<f64> = sp_kept
             .iter()
@@ -352,15 +356,14 @@ fn main() -> Result<(), Error> {
                 }
             })
             .collect();
-        let pred: Vec<f64> = imputed.mean.column(j).iter().map(|&v| v.into()).collect();
-        let rho = spearman(&truth, &pred)?;
+        let rho = spearman(&truth, &column(&imputed.mean, j))?;
         per_gene.insert(sc.genes[shared[k].0].clone(), rho);
         if let Some(r) = rho {
             rhos.push(r);
         }
         if let Some(s) = &sampled {
-            let pred: Vec<f64> = s.mean.column(j).iter().map(|&v| v.into()).collect();
-            per_gene_sampled.insert(sc.genes[shared[k].0].clone(), spearman(&truth, &pred)?);
+            let rho = spearman(&truth, &column(&s.mean, j))?;
+            per_gene_sampled.insert(sc.genes[shared[k].0].clone(), rho);
         }
     }
     let steps_cells: usize = counts.len();
