@@ -15,11 +15,13 @@
 //! (same genes, latent 10, 90 %, normalised values against counts / cell total) and
 //! `transcriptome` (like tutorial, but the scRNA-seq keeps all its genes).
 //!
-//! `--classifier-second-pass` trains the adversarial classifier on a second encoder pass, as
-//! scvi-tools does, instead of the generator step's z (`TrainConfig::classifier_second_pass`,
-//! off by default). `--decoder-lr-factor F` sets `TrainConfig::decoder_learning_rate_factor`
-//! (default 2; 1 is scvi-tools' single learning rate). `--average-epochs N` averages the weights
-//! over the last N epochs (`TrainConfig::weight_average_epochs`, default 0).
+//! `--no-classifier-second-pass` trains the adversarial classifier on the generator step's z
+//! instead of a second encoder pass (`TrainConfig::classifier_second_pass`, on by default as in
+//! scvi-tools; `--classifier-second-pass` insists on it). `--decoder-lr-factor F` sets
+//! `TrainConfig::decoder_learning_rate_factor` (default 2; 1 is scvi-tools' single learning rate).
+//! `--average-epochs N` averages the weights over the last N epochs
+//! (`TrainConfig::weight_average_epochs`, default 0). `--latent-out PREFIX` writes both
+//! datasets' latent means to `PREFIX_sc.txt` and `PREFIX_sp.txt`.
 //! `--impute-samples N` also scores, from the same model, the imputation averaged over N
 //! posterior samples of z (`spearman_per_gene_sampled`; default 0: not computed).
 
@@ -52,14 +54,17 @@ struct Args {
     seed: u64,
     kappa: f64,
     spatial_likelihood: CountLikelihood,
-    /// Train the classifier on a second encoder pass (`TrainConfig::classifier_second_pass`).
-    second_pass: bool,
+    /// `TrainConfig::classifier_second_pass` (`None`: the default).
+    second_pass: Option<bool>,
     /// `TrainConfig::decoder_learning_rate_factor` (`None`: the default).
     decoder_lr_factor: Option<f64>,
     /// `TrainConfig::weight_average_epochs`.
     average_epochs: usize,
     /// Also score the average of the imputation over this many posterior samples (0: no).
     impute_samples: usize,
+    /// Write each dataset's latent means (posterior mean of z) as whitespace-separated text to
+    /// `PREFIX_sc.txt` and `PREFIX_sp.txt`.
+    latent_out: Option<String>,
     backend: BackendKind,
 }
 
@@ -105,12 +110,19 @@ fn parse() -> Result<Args, Error> {
             Some(o) => return Err(format!("unknown --spatial-likelihood {o}").into()),
         },
         backend: value("--backend").as_deref().unwrap_or("auto").parse()?,
-        second_pass: std::env::args().any(|a| a == "--classifier-second-pass"),
+        second_pass: if std::env::args().any(|a| a == "--no-classifier-second-pass") {
+            Some(false)
+        } else if std::env::args().any(|a| a == "--classifier-second-pass") {
+            Some(true)
+        } else {
+            None
+        },
         decoder_lr_factor: value("--decoder-lr-factor")
             .map(|v| v.parse())
             .transpose()?,
         average_epochs: value("--average-epochs").map_or(Ok(0), |v| v.parse())?,
         impute_samples: value("--impute-samples").map_or(Ok(0), |v| v.parse())?,
+        latent_out: value("--latent-out"),
     })
 }
 
@@ -284,10 +296,12 @@ fn main() -> Result<(), Error> {
         train_fraction,
         seed: a.seed,
         progress: false,
-        classifier_second_pass: a.second_pass,
         weight_average_epochs: a.average_epochs,
         ..TrainConfig::default()
     };
+    if let Some(p) = a.second_pass {
+        train_cfg.classifier_second_pass = p;
+    }
     if let Some(f) = a.decoder_lr_factor {
         train_cfg.decoder_learning_rate_factor = f;
     }
@@ -333,6 +347,21 @@ fn main() -> Result<(), Error> {
             )
         })
         .transpose()?;
+
+    if let Some(prefix) = &a.latent_out {
+        for (m, tag) in [(0, "sc"), (1, "sp")] {
+            let z = result.model.latent(m, &prepared[m].data.counts)?;
+            let text: String = z
+                .rows()
+                .into_iter()
+                .map(|r| {
+                    let cols: Vec<String> = r.iter().map(|v| v.to_string()).collect();
+                    cols.join(" ") + "\n"
+                })
+                .collect();
+            std::fs::write(format!("{prefix}_{tag}.txt"), text)?;
+        }
+    }
 
     let sp_dense = sp.counts.to_dense_f64();
     let shared_cols: Vec<usize> = shared.iter().map(|p| p.1).collect();

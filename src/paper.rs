@@ -70,6 +70,13 @@ pub struct Table1Options {
     /// Average each model's weights over its last this-many epochs
     /// ([`TrainConfig::weight_average_epochs`]; 0 = the last weights, as scvi-tools).
     pub weight_average_epochs: usize,
+    /// Factor on the decoder's learning rate
+    /// ([`TrainConfig::decoder_learning_rate_factor`]; the library's default is 2, scvi-tools
+    /// trains with 1).
+    pub decoder_learning_rate_factor: f64,
+    /// Train the adversarial classifier on a second encoder pass
+    /// ([`TrainConfig::classifier_second_pass`]; default `true`, as scvi-tools).
+    pub classifier_second_pass: bool,
 }
 
 /// Wraps an imputer and, when `print` is set, prints one line to stderr when it has finished
@@ -278,6 +285,8 @@ pub fn table1(
         train_fraction: 0.95,
         progress: options.progress,
         weight_average_epochs: options.weight_average_epochs,
+        decoder_learning_rate_factor: options.decoder_learning_rate_factor,
+        classifier_second_pass: options.classifier_second_pass,
         ..TrainConfig::default()
     };
     let shared = SharedFits::default();

@@ -21,7 +21,8 @@ pub struct Pair {
 
 const USAGE: &str =
     "options: [--quick] [--epochs N] [--folds K] [--folds-from FILE.json] [--seed S] \
-[--no-auto-kappa] [--ensemble M] [--average-epochs N] \
+[--no-auto-kappa] [--ensemble M] [--average-epochs N] [--decoder-lr-factor F] \
+[--no-classifier-second-pass] \
 [--reference auto|paper|substitute] [--data DIR] [--out DIR] [--backend auto|ndarray|flex|wgpu|cuda]";
 
 pub fn run(pair: Pair) -> ExitCode {
@@ -61,6 +62,11 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
     }
     // Each model's weights averaged over its last N epochs (0: the last weights).
     let weight_average_epochs: usize = value("--average-epochs").map_or(Ok(0), |v| v.parse())?;
+    let defaults = gimvi::trainer::TrainConfig::default();
+    let decoder_learning_rate_factor: f64 = value("--decoder-lr-factor")
+        .map_or(Ok(defaults.decoder_learning_rate_factor), |v| v.parse())?;
+    let classifier_second_pass =
+        defaults.classifier_second_pass && !args.iter().any(|a| a == "--no-classifier-second-pass");
     let reference = match value("--reference").as_deref() {
         None | Some("auto") => Reference::PaperOrSubstitute,
         Some("paper") => Reference::Paper,
@@ -111,6 +117,8 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
         posterior_samples: if quick { 10 } else { 50 },
         ensemble,
         weight_average_epochs,
+        decoder_learning_rate_factor,
+        classifier_second_pass,
         device: backend.open()?.autodiff(),
         fold_of: match value("--folds-from") {
             None => None,

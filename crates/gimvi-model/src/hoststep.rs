@@ -1000,6 +1000,57 @@ impl GimviModule {
             labels,
         }
     }
+
+    /// A training-mode pass of the encoders alone on the host: for each dataset m in turn,
+    /// the rows `batches[m].1` of `batches[m].0` through the private and shared blocks (fresh
+    /// dropout masks, batch statistics) and one reparameterised draw of z — the second
+    /// stochastic pass on which scvi-tools trains its classifier after the generator step
+    /// (`TrainConfig::classifier_second_pass` of gimvi-trainer). Draws come from `rng` in the
+    /// order of [`GimviModule::encode`] followed by [`crate::module::reparameterise`]; the
+    /// blocks' BatchNorm running statistics are updated as that tensor pass updates them.
+    /// Returns z of every cell, datasets in order (`[cells, n_latent]` row-major); no
+    /// gradient is computed.
+    ///
+    /// # Panics
+    /// If the batches do not match the model's datasets (the trainer checks them first).
+    pub fn host_encode_sample(
+        &self,
+        config: &ModelConfig,
+        batches: &[(&CsrMatrix, &[usize])],
+        rng: &mut ModelRng,
+    ) -> Vec<f32> {
+        assert_eq!(
+            batches.len(),
+            config.datasets.len(),
+            "one batch per dataset"
+        );
+        let mut private: Vec<HostBlock> = self.private.iter().map(HostBlock::of).collect();
+        let mut shared = HostBlock::of(&self.shared);
+        let z_mean = HostLinear::of(&self.z_mean);
+        let z_log_var = HostLinear::of(&self.z_log_var);
+        let table = ln_1p_table();
+        let mut z_all = Vec::new();
+        for (m, &(counts, rows_idx)) in batches.iter().enumerate() {
+            let rows = rows_idx.len();
+            let input: Vec<f32> = dense_rows(counts, rows_idx)
+                .iter()
+                .map(|&c| ln_1p_count(table, c))
+                .collect();
+            let mask = private[m].draw_mask(rows, rng);
+            let (h1, _, s1) = private[m].forward(input, rows, mask);
+            private[m].record(&s1);
+            let mask = shared.draw_mask(rows, rng);
+            let (h2, _, s2) = shared.forward(h1, rows, mask);
+            shared.record(&s2);
+            let eps = normal_host(rows * config.n_latent, rng);
+            z_all.extend(gaussian_draw(&z_mean, &z_log_var, &h2, rows, eps).draw);
+        }
+        for (b, block) in private.into_iter().zip(&self.private) {
+            b.finish(&block.norm);
+        }
+        shared.finish(&self.shared.norm);
+        z_all
+    }
 }
 
 #[cfg(test)]

@@ -588,6 +588,31 @@ impl GimviModule {
         self.forward_prepared(config, m, None, x_host, input, rng, true, true)
     }
 
+    /// [`GimviModule::encode`] of the rows `rows` of a CSR count matrix of dataset `m`, on
+    /// `device`: q(z | x, s) as (mean, variance). On the host path for wide data
+    /// ([`crate::host`]) the first layer reads the sparse rows without a dense tensor, as
+    /// [`GimviModule::forward_rows`] does.
+    pub fn encode_rows(
+        &self,
+        config: &ModelConfig,
+        m: usize,
+        counts: &CsrMatrix,
+        rows: &[usize],
+        device: &Device,
+        rng: Option<&mut ModelRng>,
+    ) -> (Tensor<2>, Tensor<2>) {
+        let wide =
+            config.datasets[m].gene_index.len() >= HOST_PATH_MIN_GENES && is_host_device(device);
+        if !wide {
+            return self.encode(m, dense_batch(counts, rows, device), rng);
+        }
+        let input = EncoderInput::Sparse(
+            Arc::new(SparseRows::log1p_of_rows(counts, rows)),
+            device.clone(),
+        );
+        self.encode_input(m, &input, rng, &mut Vec::new())
+    }
+
     /// The forward pass from prepared inputs: the counts as a tensor (needed off the host
     /// path), on the host (on it) and the encoders' input.
     #[allow(clippy::too_many_arguments)]

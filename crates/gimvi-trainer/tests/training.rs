@@ -332,18 +332,33 @@ fn wide_data_trains_through_the_host_path_reproducibly() {
 /// per-epoch losses, KL, classifier loss and validation ELBO agree to float round-off.
 #[test]
 fn the_host_step_trains_as_the_graph_does() {
+    host_and_graph_agree(false);
+}
+
+/// As `the_host_step_trains_as_the_graph_does`, with the classifier trained on a second pass
+/// of the encoders (`classifier_second_pass`: on the host, `GimviModule::host_encode_sample`).
+#[test]
+fn the_host_second_pass_trains_as_the_graph_does() {
+    host_and_graph_agree(true);
+}
+
+fn host_and_graph_agree(second_pass: bool) {
     let sim = simulate(&SimulationConfig {
         n_sc: 300,
         n_spatial: 250,
         seed: 4,
         ..SimulationConfig::default()
     });
-    let host = fit(&sim, &quick(3, 5.0, 6));
+    let config = TrainConfig {
+        classifier_second_pass: second_pass,
+        ..quick(3, 5.0, 6)
+    };
+    let host = fit(&sim, &config);
     let graph = fit(
         &sim,
         &TrainConfig {
             host_step: false,
-            ..quick(3, 5.0, 6)
+            ..config.clone()
         },
     );
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * a.abs().max(1.0);
