@@ -88,9 +88,11 @@ pub struct TrainConfig {
     /// Measured with the paper's protocol, κ = 5, the anchor's folds (`docs/results.md`,
     /// "The adversarial step and scvi-tools' training schedule"), per held-out gene over
     /// reusing z: mSMS (10 seeds) +0.002 ± 0.002 with the default decoder rate, +0.006 ± 0.002
-    /// with one rate; mPFC (3 seeds) −0.002 ± 0.002 and +0.002 ± 0.001. No measurable cost on
-    /// the host step; on burn's graph path (wide data) one more encoder pass per step.
-    /// `false` was the default until 2026-11-28.
+    /// with one rate; mPFC (3 seeds) −0.002 ± 0.002 and +0.002 ± 0.001 — neutral at the
+    /// default rate; kept on because scvi-tools and the paper's code train the classifier on
+    /// its own pass. Cost per epoch (idle, `docs/performance.md`): paper scale 0.069 vs
+    /// 0.057 s, 10× cells 0.476 vs 0.416 s, transcriptome 1.251 vs 1.159 s. `false` was the
+    /// default until 2026-11-28.
     pub classifier_second_pass: bool,
     /// Run each training step on the host when the model allows it (default `true`): on CPU
     /// backends, with every dataset narrower than 1,024 genes, the forward pass, the loss and
