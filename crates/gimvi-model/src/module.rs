@@ -69,6 +69,12 @@ pub fn reparameterise(mean: Tensor<2>, var: Tensor<2>, rng: &mut ModelRng) -> Te
     mean.add(var.sqrt().mul(eps))
 }
 
+/// Whether dataset `m`'s minibatches reach the encoders as sparse rows on `device`: wide data
+/// on the host path ([`crate::host`]).
+fn sparse_input(config: &ModelConfig, m: usize, device: &Device) -> bool {
+    config.datasets[m].gene_index.len() >= HOST_PATH_MIN_GENES && is_host_device(device)
+}
+
 /// A linear layer initialised as PyTorch does (weights and bias uniform on ±1/√fan_in),
 /// from `rng`.
 fn linear(d_in: usize, d_out: usize, rng: &mut ModelRng, device: &Device) -> Linear {
@@ -575,9 +581,7 @@ impl GimviModule {
         device: &Device,
         rng: Option<&mut ModelRng>,
     ) -> ForwardOutput {
-        let wide =
-            config.datasets[m].gene_index.len() >= HOST_PATH_MIN_GENES && is_host_device(device);
-        if !wide {
+        if !sparse_input(config, m, device) {
             return self.forward(config, m, dense_batch(counts, rows, device), rng);
         }
         let x_host = dense_rows(counts, rows);
@@ -601,9 +605,7 @@ impl GimviModule {
         device: &Device,
         rng: Option<&mut ModelRng>,
     ) -> (Tensor<2>, Tensor<2>) {
-        let wide =
-            config.datasets[m].gene_index.len() >= HOST_PATH_MIN_GENES && is_host_device(device);
-        if !wide {
+        if !sparse_input(config, m, device) {
             return self.encode(m, dense_batch(counts, rows, device), rng);
         }
         let input = EncoderInput::Sparse(
