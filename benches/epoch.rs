@@ -19,7 +19,8 @@
 //! instead of a second encoder pass (`TrainConfig::classifier_second_pass`, on by default as in
 //! scvi-tools; `--classifier-second-pass` insists on it). `--decoder-lr-factor F` sets
 //! `TrainConfig::decoder_learning_rate_factor` (default 2; 1 is scvi-tools' single learning rate).
-//! `--average-epochs N` averages the weights over the last N epochs
+//! `--cycling repeat-epoch|reshuffle` sets `TrainConfig::cycling` (default repeat-epoch, as
+//! scvi-tools). `--average-epochs N` averages the weights over the last N epochs
 //! (`TrainConfig::weight_average_epochs`, default 0). `--latent-out PREFIX` writes both
 //! datasets' latent means to `PREFIX_sc.txt` and `PREFIX_sp.txt`.
 //! `--impute-samples N` also scores, from the same model, the imputation averaged over N
@@ -56,6 +57,8 @@ struct Args {
     spatial_likelihood: CountLikelihood,
     /// `TrainConfig::classifier_second_pass` (`None`: the default).
     second_pass: Option<bool>,
+    /// `TrainConfig::cycling` (`None`: the default).
+    cycling: Option<gimvi::trainer::Cycling>,
     /// `TrainConfig::decoder_learning_rate_factor` (`None`: the default).
     decoder_lr_factor: Option<f64>,
     /// `TrainConfig::weight_average_epochs`.
@@ -117,6 +120,7 @@ fn parse() -> Result<Args, Error> {
         } else {
             None
         },
+        cycling: value("--cycling").map(|v| v.parse()).transpose()?,
         decoder_lr_factor: value("--decoder-lr-factor")
             .map(|v| v.parse())
             .transpose()?,
@@ -302,6 +306,9 @@ fn main() -> Result<(), Error> {
     if let Some(p) = a.second_pass {
         train_cfg.classifier_second_pass = p;
     }
+    if let Some(c) = a.cycling {
+        train_cfg.cycling = c;
+    }
     if let Some(f) = a.decoder_lr_factor {
         train_cfg.decoder_learning_rate_factor = f;
     }
@@ -404,6 +411,8 @@ fn main() -> Result<(), Error> {
         "n_latent": n_latent,
         "kappa": a.kappa,
         "decoder_lr_factor": train_cfg.decoder_learning_rate_factor,
+        "classifier_second_pass": train_cfg.classifier_second_pass,
+        "cycling": train_cfg.cycling,
         "weight_average_epochs": train_cfg.weight_average_epochs,
         "seed": a.seed,
         "fold": a.fold,

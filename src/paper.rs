@@ -22,7 +22,7 @@ use gimvi_metrics::protocol::{
     evaluate, evaluate_with_folds, FoldTask, Imputer, ImputerError, KnnExpressionImputer,
     MeanImputer, ProtocolConfig, ProtocolReport,
 };
-use gimvi_trainer::TrainConfig;
+use gimvi_trainer::{Cycling, TrainConfig};
 use ndarray::{Array2, ArrayView2};
 use std::time::Instant;
 
@@ -77,6 +77,9 @@ pub struct Table1Options {
     /// Train the adversarial classifier on a second encoder pass
     /// ([`TrainConfig::classifier_second_pass`]; default `true`, as scvi-tools).
     pub classifier_second_pass: bool,
+    /// How the dataset with fewer cells is cycled within an epoch ([`TrainConfig::cycling`];
+    /// default [`Cycling::RepeatEpoch`], as scvi-tools).
+    pub cycling: Cycling,
 }
 
 /// Wraps an imputer and, when `print` is set, prints one line to stderr when it has finished
@@ -287,6 +290,7 @@ pub fn table1(
         weight_average_epochs: options.weight_average_epochs,
         decoder_learning_rate_factor: options.decoder_learning_rate_factor,
         classifier_second_pass: options.classifier_second_pass,
+        cycling: options.cycling,
         ..TrainConfig::default()
     };
     let shared = SharedFits::default();

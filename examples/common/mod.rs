@@ -22,7 +22,7 @@ pub struct Pair {
 const USAGE: &str =
     "options: [--quick] [--epochs N] [--folds K] [--folds-from FILE.json] [--seed S] \
 [--no-auto-kappa] [--ensemble M] [--average-epochs N] [--decoder-lr-factor F] \
-[--no-classifier-second-pass] \
+[--no-classifier-second-pass] [--cycling repeat-epoch|reshuffle] \
 [--reference auto|paper|substitute] [--data DIR] [--out DIR] [--backend auto|ndarray|flex|wgpu|cuda]";
 
 pub fn run(pair: Pair) -> ExitCode {
@@ -67,6 +67,8 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
         .map_or(Ok(defaults.decoder_learning_rate_factor), |v| v.parse())?;
     let classifier_second_pass =
         defaults.classifier_second_pass && !args.iter().any(|a| a == "--no-classifier-second-pass");
+    let cycling: gimvi::trainer::Cycling =
+        value("--cycling").map_or(Ok(defaults.cycling), |v| v.parse())?;
     let reference = match value("--reference").as_deref() {
         None | Some("auto") => Reference::PaperOrSubstitute,
         Some("paper") => Reference::Paper,
@@ -119,6 +121,7 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
         weight_average_epochs,
         decoder_learning_rate_factor,
         classifier_second_pass,
+        cycling,
         device: backend.open()?.autodiff(),
         fold_of: match value("--folds-from") {
             None => None,

@@ -16,7 +16,7 @@ use gimvi::pipeline::{
     choose_kappa, fit, method_name, prepare_model, GimviImputer, ModelInputs, KAPPA_CANDIDATES,
     KAPPA_INNER_SPLITS,
 };
-use gimvi::trainer::TrainConfig;
+use gimvi::trainer::{Cycling, TrainConfig};
 use gimvi::BackendKind;
 
 #[derive(Parser)]
@@ -122,6 +122,11 @@ struct ModelArgs {
     /// encoder pass per step.
     #[arg(long)]
     no_classifier_second_pass: bool,
+    /// How the dataset with fewer cells is cycled within an epoch: repeat-epoch (default, as
+    /// scvi-tools: a fresh shuffle each epoch, its minibatches repeated until the epoch ends)
+    /// or reshuffle (a fresh shuffle at every pass, running on across epochs).
+    #[arg(long)]
+    cycling: Option<Cycling>,
     /// Average each model's weights over its last N epochs (stochastic weight averaging;
     /// default 0: the last epoch's weights, as scvi-tools).
     #[arg(long, default_value_t = 0)]
@@ -329,6 +334,9 @@ fn train_config(args: &ModelArgs, quiet: bool) -> Result<TrainConfig> {
     }
     if args.no_classifier_second_pass {
         config.classifier_second_pass = false;
+    }
+    if let Some(cycling) = args.cycling {
+        config.cycling = cycling;
     }
     Ok(config)
 }
@@ -718,21 +726,25 @@ mod tests {
     }
 
     /// The training flags reach the trainer's settings; without them the library's defaults
-    /// (the decoder's rate ×2, the classifier on a second encoder pass).
+    /// (the decoder's rate ×2, the classifier on a second encoder pass, scvi-tools' cycling).
     #[test]
     fn training_flags_set_the_train_config() {
         let default = fit_config(&[]);
         assert_eq!(default.decoder_learning_rate_factor, 2.0);
         assert!(default.classifier_second_pass);
+        assert_eq!(default.cycling, Cycling::RepeatEpoch);
         let set = fit_config(&[
             "--decoder-lr-factor",
             "1",
             "--no-classifier-second-pass",
+            "--cycling",
+            "reshuffle",
             "--kappa",
             "1",
         ]);
         assert_eq!(set.decoder_learning_rate_factor, 1.0);
         assert!(!set.classifier_second_pass);
+        assert_eq!(set.cycling, Cycling::Reshuffle);
         assert_eq!(set.kappa, 1.0);
     }
 }

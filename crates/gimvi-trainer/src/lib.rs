@@ -10,7 +10,9 @@
 //! then the classifier takes a step on κ · CE(classifier(stop_grad(z′)), dataset), z′ from a
 //! second stochastic pass of the updated encoders (`classifier_second_pass`). β_t rises
 //! linearly from 0 over `kl_warmup_epochs` epochs (scvi-tools: 400, with 200 epochs — so β never
-//! reaches 1 by default; kept for comparability, see [`TrainConfig`]).
+//! reaches 1 by default; kept for comparability, see [`TrainConfig`]). An epoch is one pass
+//! over the largest dataset; the others repeat that epoch's shuffled minibatches until it ends
+//! ([`TrainConfig::cycling`], as scvi-tools).
 //!
 //! Differences from scvi-tools, each fixing a known defect: validation is computed every epoch
 //! (scvi-tools never runs it with defaults); minibatches are near-equal splits of the shuffled
@@ -94,6 +96,10 @@ pub struct TrainConfig {
     /// 0.057 s, 10× cells 0.476 vs 0.416 s, transcriptome 1.251 vs 1.159 s. `false` was the
     /// default until 2026-11-28.
     pub classifier_second_pass: bool,
+    /// How a dataset with fewer minibatches than the largest is cycled within an epoch
+    /// (the largest sets the epoch's length). Default [`Cycling::RepeatEpoch`], as
+    /// scvi-tools; [`Cycling::Reshuffle`] was the default until 2026-11-28.
+    pub cycling: Cycling,
     /// Run each training step on the host when the model allows it (default `true`): on CPU
     /// backends, with every dataset narrower than 1,024 genes, the forward pass, the loss and
     /// every gradient are computed by [`GimviModule::host_step`] and [`Classifier::host_step`]
@@ -113,6 +119,37 @@ pub struct TrainConfig {
     pub progress: bool,
 }
 
+/// How minibatches of a dataset with fewer cells than the largest are drawn within an epoch
+/// ([`TrainConfig::cycling`]). Every step takes one minibatch from every dataset; the largest
+/// dataset is passed over once per epoch, so the others run out before the epoch ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cycling {
+    /// Every epoch each dataset starts a fresh shuffle; a shorter dataset repeats that epoch's
+    /// minibatches — the same cells, in the same order — until the epoch ends (scvi-tools'
+    /// `CyclicMultiDataLoader`, whose `itertools.cycle` caches the first pass). Within an
+    /// epoch some cells of the shorter dataset are therefore seen once more than others.
+    RepeatEpoch,
+    /// Every pass over a shorter dataset is a fresh shuffle, and its minibatches run on
+    /// across epoch boundaries: every cell is seen equally often over time.
+    Reshuffle,
+}
+
+impl std::str::FromStr for Cycling {
+    type Err = String;
+
+    /// `repeat-epoch` or `reshuffle` (the names the command-line tools take).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "repeat-epoch" => Ok(Self::RepeatEpoch),
+            "reshuffle" => Ok(Self::Reshuffle),
+            other => Err(format!(
+                "unknown cycling '{other}' (expected repeat-epoch or reshuffle)"
+            )),
+        }
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -127,6 +164,7 @@ impl Default for TrainConfig {
             train_fraction: 0.9,
             early_stopping_patience: None,
             classifier_second_pass: true,
+            cycling: Cycling::RepeatEpoch,
             host_step: true,
             weight_average_epochs: 0,
             seed: 0,
@@ -199,24 +237,41 @@ pub struct TrainResult {
     pub stopped_early: bool,
 }
 
-/// Per-dataset minibatch schedule: shuffled near-equal chunks, reshuffled when exhausted.
+/// Per-dataset minibatch schedule: shuffled near-equal chunks, cycled as [`Cycling`] says.
 struct Batcher {
     cells: Vec<usize>,
     chunks: usize,
+    cycling: Cycling,
     queue: Vec<Vec<usize>>,
+    /// This epoch's first pass ([`Cycling::RepeatEpoch`] only).
+    epoch_pass: Vec<Vec<usize>>,
 }
 
 impl Batcher {
-    fn new(cells: Vec<usize>, batch_size: usize) -> Self {
+    fn new(cells: Vec<usize>, batch_size: usize, cycling: Cycling) -> Self {
         let chunks = cells.len().div_ceil(batch_size).max(1);
         Self {
             cells,
             chunks,
+            cycling,
             queue: Vec::new(),
+            epoch_pass: Vec::new(),
+        }
+    }
+
+    /// Called before every epoch: with [`Cycling::RepeatEpoch`] the next minibatch starts a
+    /// fresh shuffle, which the rest of the epoch repeats.
+    fn start_epoch(&mut self) {
+        if self.cycling == Cycling::RepeatEpoch {
+            self.queue.clear();
+            self.epoch_pass.clear();
         }
     }
 
     fn next(&mut self, rng: &mut ChaCha8Rng) -> Vec<usize> {
+        if self.queue.is_empty() && !self.epoch_pass.is_empty() {
+            self.queue = self.epoch_pass.clone();
+        }
         if self.queue.is_empty() {
             let mut perm = self.cells.clone();
             perm.shuffle(rng);
@@ -226,6 +281,9 @@ impl Batcher {
                 .rev()
                 .map(|k| perm[k * n / self.chunks..(k + 1) * n / self.chunks].to_vec())
                 .collect();
+            if self.cycling == Cycling::RepeatEpoch {
+                self.epoch_pass = self.queue.clone();
+            }
         }
         self.queue.pop().expect("queue refilled above")
     }
@@ -319,7 +377,7 @@ pub fn train(
         .unzip();
     let mut batchers: Vec<Batcher> = train_cells
         .iter()
-        .map(|c| Batcher::new(c.clone(), config.batch_size))
+        .map(|c| Batcher::new(c.clone(), config.batch_size, config.cycling))
         .collect();
     let steps = batchers.iter().map(|b| b.chunks).max().unwrap_or(1);
 
@@ -381,6 +439,7 @@ pub fn train(
         };
         let (mut sum_loss, mut sum_rec, mut sum_kl, mut sum_cls) = (0.0, 0.0, 0.0, 0.0);
         let mut cells_seen = 0usize;
+        batchers.iter_mut().for_each(Batcher::start_epoch);
         for step in 0..steps {
             if use_host_step {
                 let rows: Vec<Vec<usize>> = batchers.iter_mut().map(|b| b.next(&mut rng)).collect();
@@ -745,5 +804,57 @@ fn add_param_grads(grads: &mut GradientsParams, extra: Vec<ParamGrad>) {
                 grads.register(id, t);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One epoch of `steps` minibatches from a batcher.
+    fn epoch(b: &mut Batcher, steps: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
+        b.start_epoch();
+        (0..steps).map(|_| b.next(rng)).collect()
+    }
+
+    /// 10 cells in batches of 4 → 3 near-equal minibatches per pass; epochs of 7 steps.
+    #[test]
+    fn repeat_epoch_cycles_this_epochs_pass_and_reshuffles_between_epochs() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut b = Batcher::new((0..10).collect(), 4, Cycling::RepeatEpoch);
+        let first = epoch(&mut b, 7, &mut rng);
+        // Each pass covers every cell once, in near-equal minibatches.
+        let mut pass: Vec<usize> = first[..3].concat();
+        pass.sort_unstable();
+        assert_eq!(pass, (0..10).collect::<Vec<_>>());
+        assert!(first[..3].iter().all(|m| m.len() == 3 || m.len() == 4));
+        // The rest of the epoch repeats the first pass, same cells in the same order.
+        assert_eq!(first[3..6], first[..3]);
+        assert_eq!(first[6], first[0]);
+        // The next epoch starts a fresh shuffle (and repeats it in turn).
+        let second = epoch(&mut b, 7, &mut rng);
+        assert_ne!(second[..3], first[..3]);
+        assert_eq!(second[3..6], second[..3]);
+    }
+
+    #[test]
+    fn reshuffle_draws_a_fresh_pass_and_runs_on_across_epochs() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut b = Batcher::new((0..10).collect(), 4, Cycling::Reshuffle);
+        let first = epoch(&mut b, 7, &mut rng);
+        assert_ne!(first[3..6], first[..3]);
+        // Step 7 opened a third pass; the next epoch finishes it before shuffling again.
+        let second = epoch(&mut b, 2, &mut rng);
+        let mut third_pass: Vec<usize> = [&first[6..], &second[..]].concat().concat();
+        third_pass.sort_unstable();
+        assert_eq!(third_pass, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn cycling_parses_the_command_line_names() {
+        assert_eq!("repeat-epoch".parse(), Ok(Cycling::RepeatEpoch));
+        assert_eq!("reshuffle".parse(), Ok(Cycling::Reshuffle));
+        let err = "cyclic".parse::<Cycling>().unwrap_err();
+        assert!(err.contains("cyclic"), "{err}");
     }
 }
