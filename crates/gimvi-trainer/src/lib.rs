@@ -92,9 +92,9 @@ pub struct TrainConfig {
     /// reusing z: mSMS (10 seeds) +0.002 ± 0.002 with the default decoder rate, +0.006 ± 0.002
     /// with one rate; mPFC (3 seeds) −0.002 ± 0.002 and +0.002 ± 0.001, over 10 seeds at the
     /// default rate −0.0005 ± 0.0008 — neutral; kept on because scvi-tools and the paper's
-    /// code train the classifier on its own pass. Cost per epoch (idle, `docs/performance.md`): paper scale 0.069 vs
-    /// 0.057 s, 10× cells 0.476 vs 0.416 s, transcriptome 1.251 vs 1.159 s. `false` was the
-    /// default until 2026-11-28.
+    /// code train the classifier on its own pass. Cost per epoch (idle,
+    /// `docs/performance.md`): paper scale 0.069 vs 0.057 s, 10× cells 0.476 vs 0.416 s,
+    /// transcriptome 1.251 vs 1.159 s. `false` was the default until 2026-11-28.
     pub classifier_second_pass: bool,
     /// How a dataset with fewer minibatches than the largest is cycled within an epoch
     /// (the largest sets the epoch's length). Default [`Cycling::RepeatEpoch`], as
