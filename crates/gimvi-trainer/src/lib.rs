@@ -245,9 +245,10 @@ struct Batcher {
     cells: Vec<usize>,
     chunks: usize,
     cycling: Cycling,
-    queue: Vec<Vec<usize>>,
-    /// This epoch's first pass ([`Cycling::RepeatEpoch`] only).
-    epoch_pass: Vec<Vec<usize>>,
+    /// The current pass's minibatches (empty: none drawn yet this epoch or ever).
+    pass: Vec<Vec<usize>>,
+    /// Minibatches of `pass` already handed out.
+    used: usize,
 }
 
 impl Batcher {
@@ -257,8 +258,8 @@ impl Batcher {
             cells,
             chunks,
             cycling,
-            queue: Vec::new(),
-            epoch_pass: Vec::new(),
+            pass: Vec::new(),
+            used: 0,
         }
     }
 
@@ -266,29 +267,28 @@ impl Batcher {
     /// fresh shuffle, which the rest of the epoch repeats.
     fn start_epoch(&mut self) {
         if self.cycling == Cycling::RepeatEpoch {
-            self.queue.clear();
-            self.epoch_pass.clear();
+            self.pass.clear();
+            self.used = 0;
         }
     }
 
     fn next(&mut self, rng: &mut ChaCha8Rng) -> Vec<usize> {
-        if self.queue.is_empty() && !self.epoch_pass.is_empty() {
-            self.queue = self.epoch_pass.clone();
-        }
-        if self.queue.is_empty() {
-            let mut perm = self.cells.clone();
-            perm.shuffle(rng);
-            let n = perm.len();
-            // Near-equal sizes: no tiny last batch.
-            self.queue = (0..self.chunks)
-                .rev()
-                .map(|k| perm[k * n / self.chunks..(k + 1) * n / self.chunks].to_vec())
-                .collect();
-            if self.cycling == Cycling::RepeatEpoch {
-                self.epoch_pass = self.queue.clone();
+        if self.used == self.pass.len() {
+            // A pass is used up: RepeatEpoch replays it (until the epoch ends), Reshuffle
+            // draws a new one; both draw one when there is none yet.
+            if self.pass.is_empty() || self.cycling == Cycling::Reshuffle {
+                let mut perm = self.cells.clone();
+                perm.shuffle(rng);
+                let n = perm.len();
+                // Near-equal sizes: no tiny last batch.
+                self.pass = (0..self.chunks)
+                    .map(|k| perm[k * n / self.chunks..(k + 1) * n / self.chunks].to_vec())
+                    .collect();
             }
+            self.used = 0;
         }
-        self.queue.pop().expect("queue refilled above")
+        self.used += 1;
+        self.pass[self.used - 1].clone()
     }
 }
 
