@@ -7,11 +7,11 @@ looks at the genes themselves: for every method and gene, Spearman ρ (paper sco
 over the seeds; the gene-by-gene difference from the anchor (same gene, same seeds), its mean
 over genes with a standard error across genes, and how many genes gimvi scores higher.
 
-Usage: scripts/gene_table.py PAIR N DIR_PATTERN [DIR_PATTERN ...]
+Usage: scripts/gene_table.py PAIR N|A-B DIR_PATTERN [DIR_PATTERN ...]
   DIR_PATTERN holds {s} for the model seed, e.g. 'results/msms-e3-s{s}'; every
   DIR/report.json of a seed is read and their methods merged by name (the first report
   giving a method wins). The anchor is read from results/anchor_seeds/PAIR_paper_sS.json
-  (ANCHOR_DIR overrides results/anchor_seeds), for S = 0..N-1.
+  (ANCHOR_DIR overrides results/anchor_seeds), for S = 0..N-1 (or A..B).
 """
 import json
 import math
@@ -20,13 +20,22 @@ import statistics as st
 import sys
 
 
+def parse_seeds(arg):
+    """N → seeds 0..N-1; A-B → seeds A..B (inclusive)."""
+    if "-" in arg:
+        first, last = (int(v) for v in arg.split("-"))
+        return list(range(first, last + 1))
+    return list(range(int(arg)))
+
+
 def main():
-    pair, n, patterns = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    pair, seeds, patterns = sys.argv[1], parse_seeds(sys.argv[2]), sys.argv[3:]
+    n = len(seeds)
     if not patterns:
         sys.exit(__doc__)
     anchor_dir = os.environ.get("ANCHOR_DIR", "results/anchor_seeds")
     methods = {}  # name -> seed -> gene -> rho
-    for s in range(n):
+    for s in seeds:
         for pattern in patterns:
             path = os.path.join(pattern.format(s=s), "report.json")
             if not os.path.exists(path):
@@ -37,16 +46,16 @@ def main():
                     continue
                 per_seed[s] = {g["gene"]: g["spearman_paper"] for g in m["per_gene"]}
     anchor = {}
-    for s in range(n):
+    for s in seeds:
         a = json.load(open(f"{anchor_dir}/{pair}_paper_s{s}.json"))
         anchor[s] = {g.lower(): v for g, v in a["spearman_per_gene"].items()}
 
     def seed_mean(per_seed, gene):
-        vals = [per_seed[s].get(gene) for s in range(n)]
+        vals = [per_seed[s].get(gene) for s in seeds]
         vals = [v for v in vals if v is not None and v == v]
         return st.mean(vals) if len(vals) == n else None
 
-    genes = sorted(anchor[0])
+    genes = sorted(anchor[seeds[0]])
     a_mean = {g: seed_mean(anchor, g) for g in genes}
     print(f"{pair}: {len(genes)} genes, {n} model seeds of each tool; per gene, ρ averaged over seeds\n")
     print("| method | mean over genes | median over genes | − anchor, mean ± SE over genes | genes above the anchor |")

@@ -3,10 +3,10 @@
 scvi-tools' GIMVI anchor runs on the same folds, as a markdown table (docs/results.md, "Over
 model seeds").
 
-Usage: scripts/seed_table.py PAIR N [RESULTS_DIR]
+Usage: scripts/seed_table.py PAIR N|A-B [RESULTS_DIR]
   reads RESULTS_DIR/PAIR-sS/report.json (cargo run --release --example PAIR -- --seed S ...)
   and RESULTS_DIR/anchor_seeds/PAIR_paper_sS.json (the anchor with scvi.settings.seed = S)
-  for S = 0..N-1; RESULTS_DIR defaults to results. Written by scripts/example_seeds.sh.
+  for S = 0..N-1 (or A..B); RESULTS_DIR defaults to results. Written by scripts/example_seeds.sh.
   ANCHOR=a0,a1,... (the anchor's medians per seed, e.g. from docs/results.md) stands in for
   the anchor files when they are absent. Runs with --ensemble M add rows "… ×M"; the
   comparisons below the table (κ*, κ*/avg, the average over κ = 0/1/5, the best fixed κ) are made
@@ -18,25 +18,34 @@ import statistics as st
 import sys
 
 
+def parse_seeds(arg):
+    """N → seeds 0..N-1; A-B → seeds A..B (inclusive)."""
+    if "-" in arg:
+        first, last = (int(v) for v in arg.split("-"))
+        return list(range(first, last + 1))
+    return list(range(int(arg)))
+
+
 def main():
-    pair, n = sys.argv[1], int(sys.argv[2])
+    pair, seeds = sys.argv[1], parse_seeds(sys.argv[2])
+    n = len(seeds)
     root = sys.argv[3] if len(sys.argv) > 3 else "results"
     rows = {}  # method -> [median per seed]
-    for s in range(n):
+    for s in seeds:
         report = json.load(open(f"{root}/{pair}-s{s}/report.json"))
         for m in report["methods"]:
             rows.setdefault(m["name"], []).append(m["median_spearman_paper"])
     anchor = []
     given = os.environ.get("ANCHOR")
-    for s in range(n):
+    for i, s in enumerate(seeds):
         path = f"{root}/anchor_seeds/{pair}_paper_s{s}.json"
         if given and not os.path.exists(path):
-            anchor.append(float(given.split(",")[s]))
+            anchor.append(float(given.split(",")[i]))
             continue
         a = json.load(open(path))
         rho = [v for v in a["spearman_per_gene"].values() if v is not None and v == v]
         anchor.append(st.median(rho))
-    head = " | ".join(f"seed {s}" for s in range(n))
+    head = " | ".join(f"seed {s}" for s in seeds)
     print(f"| method | {head} | mean | min–max |")
     print("|---|" + "---|" * (n + 2))
 
