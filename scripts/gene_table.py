@@ -19,13 +19,7 @@ import os
 import statistics as st
 import sys
 
-
-def parse_seeds(arg):
-    """N → seeds 0..N-1; A-B → seeds A..B (inclusive)."""
-    if "-" in arg:
-        first, last = (int(v) for v in arg.split("-"))
-        return list(range(first, last + 1))
-    return list(range(int(arg)))
+from seed_table import parse_seeds
 
 
 def main():

@@ -7,8 +7,8 @@ Usage: scripts/seed_table.py PAIR N|A-B [RESULTS_DIR]
   reads RESULTS_DIR/PAIR-sS/report.json (cargo run --release --example PAIR -- --seed S ...)
   and RESULTS_DIR/anchor_seeds/PAIR_paper_sS.json (the anchor with scvi.settings.seed = S)
   for S = 0..N-1 (or A..B); RESULTS_DIR defaults to results. Written by scripts/example_seeds.sh.
-  ANCHOR=a0,a1,... (the anchor's medians per seed, e.g. from docs/results.md) stands in for
-  the anchor files when they are absent. Runs with --ensemble M add rows "… ×M"; the
+  ANCHOR=a0,a1,... (the anchor's medians, one per seed of the list in order, e.g. from
+  docs/results.md) stands in for the anchor files when they are absent. Runs with --ensemble M add rows "… ×M"; the
   comparisons below the table (κ*, κ*/avg, the average over κ = 0/1/5, the best fixed κ) are made
   for the one-model and the ensemble rows alike.
 """
