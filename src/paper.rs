@@ -9,7 +9,9 @@
 //! automatically per fold on the fold's training genes only ([`crate::pipeline::choose_kappa`]);
 //! the average of the κ = 0, 1 and 5 models ("gimVI avg κ=0,1,5", built from those rows'
 //! fits, see [`crate::pipeline::GimviImputer::kappa_average`]); the automatic choice with that
-//! average as a 4th candidate ("gimVI κ*/avg", also from shared fits); the paper's scVI + k-NN
+//! average as a 4th candidate and the default ("gimVI κ*/avg", also from shared fits: the
+//! average unless the best single κ beats it by more than one standard error in the inner
+//! validation, [`crate::pipeline::KappaChoice::prefers_average`]); the paper's scVI + k-NN
 //! baseline; a per-gene-mean baseline; k-NN on the shared genes.
 
 use gimvi_data::prepare::{drop_empty_cells, match_genes, validate_counts, CountPolicy};
@@ -46,8 +48,8 @@ pub struct Table1Options {
     /// Likelihood of the spatial counts (Poisson for osmFISH, NB for starMAP).
     pub spatial_likelihood: CountLikelihood,
     /// Include gimVI with automatically chosen κ (`KAPPA_INNER_SPLITS` × 3 inner trainings
-    /// per fold) and the same choice with the average over κ as a 4th candidate ("gimVI
-    /// κ*/avg", no extra training).
+    /// per fold) and the same choice with the average over κ as a 4th candidate and the
+    /// default ("gimVI κ*/avg", no extra training).
     pub auto_kappa: bool,
     /// Training device (autodiff).
     pub device: Device,

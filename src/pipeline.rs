@@ -213,8 +213,9 @@ pub struct GimviImputer {
     /// Choose κ per fold with [`choose_kappa`] on the fold's training genes (the κ in
     /// `train` is then ignored); the choices are recorded in `chosen_kappas`. The candidates
     /// are [`KAPPA_CANDIDATES`], or the κ of a non-empty `kappa_average` — which then also
-    /// becomes a candidate itself: a fold imputes the average over those κ when its inner
-    /// score beats every single κ ([`KappaChoice::prefers_average`]).
+    /// becomes a candidate itself and the default: a fold imputes the average over those κ
+    /// unless the best single κ beats it in the inner validation by more than one standard
+    /// error ([`KappaChoice::prefers_average`]).
     pub auto_kappa: bool,
     /// κ chosen in each fold when `auto_kappa` is set.
     pub chosen_kappas: Vec<KappaChoice>,
@@ -704,18 +705,52 @@ pub struct KappaChoice {
     pub average_score: Option<f64>,
     /// How many (gene, split) pairs were scored in the inner validation.
     pub inner_genes: usize,
+    /// Per candidate (in the order of `scores`): the Spearman of every inner held-out
+    /// (gene, split) pair, in the same order for every candidate.
+    pub gene_scores: Vec<Vec<f64>>,
+    /// The same for the average of the candidates' imputations (empty with one candidate).
+    pub average_gene_scores: Vec<f64>,
 }
 
 impl KappaChoice {
-    /// Whether the average over the candidates scored higher than every single κ (ties go to
-    /// the single κ).
+    /// Whether a fold that may also use the average over the candidates should use it
+    /// rather than the best single κ — a one-standard-error rule with the average as the
+    /// default: the best single κ (by median inner score) replaces the average only when its
+    /// per-gene inner Spearman beats the average's by more than one standard error of the
+    /// paired difference (mean of the differences > sd / √n over the inner genes). With
+    /// ~13 inner genes (an mSMS fold) the medians of the candidates differ by less than their
+    /// noise, and picking the highest one chose worse than averaging (docs/results.md); the
+    /// average is the safer estimate unless one κ is clearly better. Always false with a
+    /// single candidate; true with fewer than two inner genes.
     pub fn prefers_average(&self) -> bool {
+        if self.average_gene_scores.is_empty() {
+            return false;
+        }
+        self.margin_over_average()
+            .is_none_or(|(mean, se)| mean <= se)
+    }
+
+    /// The best single κ's per-gene inner Spearman minus the average's: (mean, standard
+    /// error of the mean) over the inner genes; `None` without an average or with fewer than
+    /// two inner genes.
+    pub fn margin_over_average(&self) -> Option<(f64, f64)> {
         let best = self
             .scores
             .iter()
-            .map(|s| s.1)
-            .fold(f64::NEG_INFINITY, f64::max);
-        self.average_score.is_some_and(|a| a > best)
+            .position(|&(k, _)| k == self.kappa)
+            .and_then(|i| self.gene_scores.get(i))?;
+        let d: Vec<f64> = best
+            .iter()
+            .zip(&self.average_gene_scores)
+            .map(|(b, a)| b - a)
+            .collect();
+        let n = d.len();
+        if n < 2 {
+            return None;
+        }
+        let mean = d.iter().sum::<f64>() / n as f64;
+        let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        Some((mean, (var / n as f64).sqrt()))
     }
 
     /// What a fold that may also choose the average uses: "avg" or the κ.
@@ -761,7 +796,8 @@ pub fn choose_kappa(
 /// expected counts and scored by Spearman against their counts. A candidate's score is the
 /// median over all hidden genes of all splits; the highest wins (ties: the earlier candidate).
 /// With two or more candidates the average of their imputations (expected counts, equally
-/// weighted) is scored the same way ([`KappaChoice::average_score`]; it trains nothing more).
+/// weighted) is scored the same way ([`KappaChoice::average_score`]; it trains nothing more);
+/// the per-gene scores are kept for [`KappaChoice::prefers_average`].
 /// Callers evaluating held-out genes must pass data that already excludes them, so the choice
 /// never sees them. Costs `splits × candidates.len()` trainings.
 pub fn choose_kappa_with(
@@ -896,6 +932,8 @@ pub fn choose_kappa_with(
         scores,
         average_score: (candidates.len() > 1).then(|| median(&average).unwrap_or(0.0)),
         inner_genes,
+        gene_scores: rhos,
+        average_gene_scores: average,
     })
 }
 

@@ -6,7 +6,7 @@ use gimvi::likelihoods::CountLikelihood;
 use gimvi::metrics::protocol::{FoldTask, Imputer};
 use gimvi::model::simulate::{simulate, Simulation, SimulationConfig};
 use gimvi::model::{DatasetSpec, LibraryModel, ModelConfig};
-use gimvi::pipeline::{choose_kappa_with, GimviImputer, PipelineError, SharedFits};
+use gimvi::pipeline::{choose_kappa_with, GimviImputer, KappaChoice, PipelineError, SharedFits};
 use gimvi::trainer::TrainConfig;
 use gimvi::{BackendKind, Device};
 
@@ -75,6 +75,14 @@ fn inner_validation_pools_the_hidden_genes_of_every_split() {
     assert!(choice.kappa == 0.0 || choice.kappa == 5.0);
     // The average of the two candidates is scored too, from the same models.
     assert!(choice.average_score.is_some_and(f64::is_finite));
+    // Per-gene inner scores: one per scored pair, for every candidate and the average; the
+    // medians reported are theirs.
+    assert_eq!(choice.gene_scores.len(), 2);
+    assert!(choice.gene_scores.iter().all(|g| g.len() == 4));
+    assert_eq!(choice.average_gene_scores.len(), 4);
+    for ((_, m), g) in choice.scores.iter().zip(&choice.gene_scores) {
+        assert_eq!(Some(*m), gimvi::metrics::correlation::median(g));
+    }
     let all = choose_kappa_with(&config, &data, &[0.0], &train(2, 0.0), 5, &device())
         .expect("κ is chosen");
     assert_eq!(all.inner_genes, 12, "5 splits hide every spatial gene once");
@@ -87,6 +95,36 @@ fn inner_validation_pools_the_hidden_genes_of_every_split() {
             other => panic!("{splits} splits: expected an input error, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn the_average_is_kept_unless_a_single_kappa_wins_by_more_than_one_se() {
+    let choice = |best: Vec<f64>, average: Vec<f64>| KappaChoice {
+        kappa: 1.0,
+        scores: vec![(0.0, 0.1), (1.0, 0.5)],
+        average_score: Some(0.3),
+        inner_genes: best.len(),
+        gene_scores: vec![vec![0.1; best.len()], best],
+        average_gene_scores: average,
+    };
+    // κ = 1 above the average on every gene by 0.05 ± 0.01: a clear win.
+    let clear = choice(vec![0.45, 0.35, 0.55, 0.25], vec![0.39, 0.30, 0.51, 0.20]);
+    assert!(!clear.prefers_average());
+    assert_eq!(clear.label_with_average(), "1");
+    // Mean difference +0.025 with an SE of ~0.09: noise, the average stays.
+    let noisy = choice(vec![0.6, 0.1, 0.5, 0.0], vec![0.3, 0.3, 0.3, 0.2]);
+    assert!(noisy.prefers_average());
+    assert_eq!(noisy.label_with_average(), "avg");
+    // The average better on every gene, and too few genes to tell: the average.
+    assert!(choice(vec![0.1, 0.2], vec![0.3, 0.4]).prefers_average());
+    assert!(choice(vec![0.9], vec![0.1]).prefers_average());
+    // One candidate, no average scored: the single κ.
+    let single = KappaChoice {
+        average_score: None,
+        average_gene_scores: Vec::new(),
+        ..clear
+    };
+    assert!(!single.prefers_average());
 }
 
 fn imputer(kappa: f64, auto: bool, shared: Option<SharedFits>) -> GimviImputer {
@@ -325,8 +363,8 @@ fn an_average_over_kappa_is_the_mean_of_the_fixed_kappa_fits_and_trains_nothing_
     assert!(gap < 1e-9, "average over κ = mean of the fits (gap {gap})");
     assert_ne!(fixed[0], fixed[1], "the two κ give different fits");
 
-    // Combined with the automatic choice, the average is one more candidate: the fold
-    // imputes the average when its inner score beats both κ, else the chosen κ's fit — both
+    // Combined with the automatic choice, the average is one more candidate and the default:
+    // the fold imputes the average unless a single κ clearly beats it, else that κ's fit — both
     // reused from the fixed-κ imputers, and the inner validation is shared with a κ* imputer
     // over the same candidates.
     let mut both = imputer(1.0, true, Some(shared.clone()));
@@ -340,7 +378,22 @@ fn an_average_over_kappa_is_the_mean_of_the_fixed_kappa_fits_and_trains_nothing_
         .average_score
         .expect("two candidates: the average is scored");
     assert!(avg_score.is_finite());
-    assert_eq!(choice.prefers_average(), avg_score > best);
+    // The one-SE rule, recomputed here: the best single κ replaces the average only when its
+    // per-gene inner Spearman beats the average's by more than one SE of the difference.
+    assert!(choice
+        .scores
+        .iter()
+        .any(|s| s.0 == choice.kappa && s.1 == best));
+    let k = usize::from(choice.kappa != 0.0);
+    let d: Vec<f64> = choice.gene_scores[k]
+        .iter()
+        .zip(&choice.average_gene_scores)
+        .map(|(b, a)| b - a)
+        .collect();
+    let n = d.len() as f64;
+    let mean = d.iter().sum::<f64>() / n;
+    let se = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt();
+    assert_eq!(choice.prefers_average(), mean <= se, "mean {mean}, se {se}");
     let expected = if choice.prefers_average() {
         averaged.clone()
     } else if choice.kappa == 0.0 {

@@ -184,7 +184,7 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
             k.join(", ")
         ));
         md.push_str(
-            "\n| fold | inner (gene, split) pairs scored | median inner Spearman per κ | average of the κ | κ* chooses | κ*/avg chooses |\n|---|---|---|---|---|---|\n",
+            "\n| fold | inner (gene, split) pairs scored | median inner Spearman per κ | average of the κ | best κ − average per gene (mean ± SE) | κ* chooses | κ*/avg chooses |\n|---|---|---|---|---|---|---|\n",
         );
         for (f, c) in used.chosen_kappas.iter().enumerate() {
             let scores: Vec<String> = c
@@ -193,11 +193,13 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
                 .map(|(k, r)| format!("κ={k}: {r:.3}"))
                 .collect();
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
                 f + 1,
                 c.inner_genes,
                 scores.join(", "),
                 c.average_score.map_or("–".into(), |a| format!("{a:.3}")),
+                c.margin_over_average()
+                    .map_or("–".into(), |(m, se)| format!("{m:+.3} ± {se:.3}")),
                 c.kappa,
                 c.label_with_average()
             ));
@@ -206,6 +208,29 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&out)?;
     md.push_str(&figures(pair.name, &report, &used, &options, &out)?);
     std::fs::write(out.join("report.json"), report.to_json())?;
+    if !used.chosen_kappas.is_empty() {
+        // The inner validation per fold, gene by gene, so a choice rule can be re-read later.
+        let folds: Vec<serde_json::Value> = used
+            .chosen_kappas
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "kappa": c.kappa,
+                    "scores": c.scores,
+                    "average_score": c.average_score,
+                    "inner_genes": c.inner_genes,
+                    "gene_scores": c.gene_scores,
+                    "average_gene_scores": c.average_gene_scores,
+                    "margin_over_average": c.margin_over_average(),
+                    "with_average_chooses": c.label_with_average(),
+                })
+            })
+            .collect();
+        std::fs::write(
+            out.join("kappa_choices.json"),
+            serde_json::to_string_pretty(&folds)?,
+        )?;
+    }
     std::fs::write(out.join("report.md"), &md)?;
     println!("{md}");
     eprintln!("written to {}", out.display());

@@ -203,8 +203,9 @@ struct EvaluateArgs {
     ensemble: usize,
     /// Average the models of several κ instead of training one, e.g. `0,1,5` (each an
     /// ensemble of ENSEMBLE models): no κ has to be chosen, at one training per κ.
-    /// Replaces a number given to --kappa; with `--kappa auto` each fold chooses among these
-    /// κ and their average by the inner validation on its training genes.
+    /// Replaces a number given to --kappa; with `--kappa auto` each fold uses their average
+    /// unless one κ beats it by more than one standard error in the inner validation on its
+    /// training genes.
     #[arg(long, value_delimiter = ',', value_name = "KAPPAS")]
     average_kappas: Vec<f64>,
     /// Write the full report (per-gene correlations, timings) as JSON here.
@@ -422,6 +423,20 @@ fn fit_command(args: &FitArgs, quiet: bool) -> Result<()> {
                 scores.join(", ")
             ),
         );
+        if choice.prefers_average() {
+            let margin = choice
+                .margin_over_average()
+                .map(|(m, se)| format!(" (by {m:+.3} ± {se:.3} per inner gene)"))
+                .unwrap_or_default();
+            say(
+                quiet,
+                format!(
+                    "note: κ = {} does not clearly beat the average of κ = 0, 1, 5{margin}; \
+                     `gimvi evaluate --kappa auto --average-kappas 0,1,5` scores that average",
+                    choice.kappa
+                ),
+            );
+        }
         tc.kappa = choice.kappa;
     }
     let result = fit(config, &counts, &tc, &device, |_| {})?;
