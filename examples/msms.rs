@@ -4,7 +4,8 @@
 //! Table 1 protocol (`gimvi::paper`).
 //!
 //! ```text
-//! cargo run --release --example msms            # full: 100 epochs, 5 folds (~30 min on 2 cores)
+//! cargo run --release --example msms            # full: 100 epochs, 5 folds, 3 models per fold
+//! cargo run --release --example msms -- --ensemble 1   # one model per fold (~1.3× faster)
 //! cargo run --release --example msms -- --quick # smoke run: 2 epochs
 //! ```
 
