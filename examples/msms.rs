@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release --example msms            # full: 100 epochs, 5 folds, 3 models per fold
-//! cargo run --release --example msms -- --ensemble 1   # one model per fold (~1.3× faster)
+//! cargo run --release --example msms -- --ensemble 1   # one model per fold (about 3/4 of the time)
 //! cargo run --release --example msms -- --quick # smoke run: 2 epochs
 //! ```
 

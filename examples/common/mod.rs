@@ -56,8 +56,8 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
     let folds: usize = value("--folds").map_or(Ok(5), |v| v.parse())?;
     let seed: u64 = value("--seed").map_or(Ok(0), |v| v.parse())?;
     // Extra rows: every gimVI method as an average of M models (1 = none). Three by default
-    // (one with --quick): on mSMS the 3-model rows are gimvi's most accurate (docs/results.md,
-    // "Three models per fold by default"), for ~1.3× the time of the one-model rows alone.
+    // (one with --quick): on both pairs the 3-model rows are gimvi's most accurate
+    // (docs/results.md, "Three models per fold by default"), for ~1.3× the time of one model.
     let ensemble: usize =
         value("--ensemble").map_or(Ok(if quick { 1 } else { 3 }), |v| v.parse())?;
     if ensemble == 0 {
