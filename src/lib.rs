@@ -18,6 +18,10 @@
 //! * [`trainer`]: the training loop (Adam, KL warm-up, the adversarial classifier,
 //!   validation, early stopping, divergence detection, progress bar, per-epoch callback).
 //!
+//! and adds [`pipeline`] (data preparation, fitting, the automatic κ, the evaluation's
+//! imputers), [`ensemble`] (several models imputing as one, saved as one folder) and
+//! [`paper`] (the paper's Table 1 evaluation).
+//!
 //! ## Backends
 //!
 //! burn 0.22 selects the compute backend at run time through the [`Device`] a tensor is
@@ -44,6 +48,7 @@ pub use gimvi_trainer as trainer;
 
 mod alloc;
 mod backend;
+pub mod ensemble;
 pub mod paper;
 pub mod pipeline;
 

@@ -280,10 +280,9 @@ fn malformed_inputs_fail_with_one_line() {
     assert_one_line_error(&out, "config.json");
 }
 
-#[test]
-fn evaluate_runs_the_protocol_on_a_small_pair() {
-    let tmp = tempfile::tempdir().unwrap();
-    let t = tmp.path();
+/// A small pair of delimited files in `t`: six genes, two cell types with opposite
+/// profiles, 40 cells each side. Returns (scRNA-seq, spatial).
+fn small_pair(t: &Path) -> (PathBuf, PathBuf) {
     // Six genes, two cell types with opposite profiles, 40 cells each side.
     let mut sc = String::from("gene");
     let mut sp = String::from("gene");
@@ -312,6 +311,14 @@ fn evaluate_runs_the_protocol_on_a_small_pair() {
     let (scp, spp) = (t.join("sc.tsv"), t.join("sp.tsv"));
     write(&scp, &sc);
     write(&spp, &sp);
+    (scp, spp)
+}
+
+#[test]
+fn evaluate_runs_the_protocol_on_a_small_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (scp, spp) = small_pair(t);
     let json = t.join("report.json");
     let out = gimvi(&[
         "evaluate",
@@ -519,4 +526,141 @@ fn evaluate_runs_the_protocol_on_a_small_pair() {
         "{chosen}"
     );
     assert_one_line_error(&average("0,-1", "5"), "finite number ≥ 0");
+}
+
+/// `fit --ensemble` / `--average-kappas` save several models in one folder; `impute` averages
+/// them, adds their spread to the variance and says so; bad settings are refused up front.
+#[test]
+fn fit_saves_an_ensemble_that_impute_averages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (scp, spp) = small_pair(t);
+    let fit = |extra: &[&str], dir: &str| {
+        let out_dir = t.join(dir);
+        let mut args = vec![
+            "fit",
+            "--sc",
+            s(&scp),
+            "--spatial",
+            s(&spp),
+            "--epochs",
+            "2",
+            "--latent",
+            "2",
+            "--out",
+            s(&out_dir),
+        ];
+        args.extend_from_slice(extra);
+        gimvi(&args)
+    };
+    let impute = |dir: &str, samples: &str| {
+        let csv = t.join(format!("{dir}-{samples}.csv"));
+        let out = gimvi(&[
+            "impute",
+            "--model",
+            s(&t.join(dir)),
+            "--spatial",
+            s(&spp),
+            "--all",
+            "--samples",
+            samples,
+            "--out",
+            s(&csv),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            std::fs::read_to_string(&csv).unwrap(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // Two κ × two seeds: four models, listed in ensemble.json, each with its history.
+    let out = fit(&["--ensemble", "2", "--average-kappas", "0,5"], "four");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("model 4/4: κ = 5"), "{log}");
+    assert!(
+        log.contains("trained 4 models, imputed as their average"),
+        "{log}"
+    );
+    let dir = t.join("four");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("ensemble.json")).unwrap()).unwrap();
+    let kappas: Vec<f64> = index["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kappa"].as_f64().unwrap())
+        .collect();
+    assert_eq!(kappas, vec![0.0, 0.0, 5.0, 5.0]);
+    for k in 1..4 {
+        assert!(dir.join(format!("member-{k}/history.json")).is_file());
+    }
+    let (four, said) = impute("four", "3");
+    assert!(said.contains("as the average of 4 models"), "{said}");
+    assert!(said.contains("their spread included"), "{said}");
+    assert!(t.join("four-3.variance.csv").is_file());
+    // One model at κ = 5, the same seed: the ensemble's member 2; a different imputation.
+    let out = fit(&["--quiet"], "one");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (one, said) = impute("one", "0");
+    assert!(!said.contains("average of"), "{said}");
+    let (four_plain, _) = impute("four", "0");
+    assert_eq!(four_plain.lines().count(), one.lines().count());
+    assert_ne!(four_plain, one, "four models imputed as one does");
+    // Seeded: the same ensemble again imputes the same values.
+    let out = fit(
+        &["--quiet", "--ensemble", "2", "--average-kappas", "0,5"],
+        "four-again",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(impute("four-again", "3").0, four);
+    // The automatic κ with the average as a candidate keeps either one κ's models or all.
+    let out = fit(
+        &[
+            "--ensemble",
+            "2",
+            "--kappa",
+            "auto",
+            "--average-kappas",
+            "0,5",
+        ],
+        "auto",
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("choosing κ among 0, 5 and their average"),
+        "{log}"
+    );
+    let kept = if log.contains("the models of every κ are kept") {
+        4
+    } else {
+        2
+    };
+    assert!(log.contains(&format!("trained {kept} models")), "{log}");
+    // Bad settings: one line each, before any training.
+    assert_one_line_error(
+        &fit(&["--ensemble", "0"], "bad"),
+        "--ensemble must be at least 1",
+    );
+    assert_one_line_error(
+        &fit(&["--average-kappas", "1,nan"], "bad"),
+        "finite number ≥ 0",
+    );
+    assert!(
+        !t.join("bad").exists(),
+        "nothing written for refused settings"
+    );
 }

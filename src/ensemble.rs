@@ -1,0 +1,353 @@
+//! Several trained gimVI models used as one.
+//!
+//! One gimVI training is noisy: on the paper's held-out-gene evaluation the median Spearman
+//! of a single model moves by several hundredths from seed to seed, and averaging the
+//! imputations of three models trained from different seeds raised it by +0.033 ± 0.009
+//! (mSMS, 10 seeds) and +0.012 ± 0.002 (mPFC, 4 seeds) over one model (docs/results.md).
+//! A [`ModelEnsemble`] holds such models — from several seeds, and optionally from several
+//! adversarial weights κ (the average over κ = 0, 1, 5 that `--kappa auto` falls back to when
+//! no single κ is clearly better) — and imputes with their equally weighted average. Its
+//! uncertainty is the variance of the pooled posterior: the mean of the members' posterior
+//! variances plus the variance between the members' means (law of total variance), so the
+//! disagreement between trainings is reported, not hidden.
+//!
+//! On disk an ensemble is a folder: member 0 is stored as a plain model (`config.json`,
+//! `weights.bpk`, readable by [`GimviModel::load`]), member k ≥ 1 in `member-k/`, and
+//! `ensemble.json` lists every member's κ and seed. A folder written by
+//! [`GimviModel::save`] alone loads as a one-member ensemble.
+//!
+//! ```no_run
+//! use gimvi::ensemble::ModelEnsemble;
+//! use gimvi::likelihoods::CountLikelihood;
+//! use gimvi::model::ImputeOptions;
+//! use gimvi::pipeline::{prepare_model, ModelInputs};
+//! use gimvi::trainer::TrainConfig;
+//! use gimvi::BackendKind;
+//!
+//! let sc = gimvi::data::read_any("reference.h5ad")?;
+//! let spatial = gimvi::data::read_any("spatial.h5ad")?;
+//! let (config, prepared) = prepare_model(&ModelInputs {
+//!     sc: vec![&sc],
+//!     spatial: vec![&spatial],
+//!     sc_likelihood: CountLikelihood::Zinb,
+//!     spatial_likelihood: CountLikelihood::Poisson,
+//!     n_latent: 10,
+//!     round_counts: false,
+//! })?;
+//! let counts: Vec<_> = prepared.iter().map(|p| &p.data.counts).collect();
+//! let device = BackendKind::default().open()?.autodiff();
+//! // Three seeds at each of κ = 0, 1, 5: nine models.
+//! let ensemble = ModelEnsemble::fit(
+//!     &config, &counts, &TrainConfig::default(), &[0.0, 1.0, 5.0], 3, &device,
+//!     |i, n, kappa, _seed| eprintln!("model {}/{n} (κ = {kappa})", i + 1),
+//! )?;
+//! ensemble.save("model")?;
+//! // Dataset 1 is the spatial one; expected counts with their pooled posterior variance.
+//! let genes = ensemble.gene_indices(&["Lamp5".to_string()])?;
+//! let imputed = ensemble.impute(
+//!     1,
+//!     &prepared[1].data.counts,
+//!     &genes,
+//!     ImputeOptions { samples: 50, normalized: false, seed: 0 },
+//! )?;
+//! # let _ = imputed;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::Path;
+
+use gimvi_data::CsrMatrix;
+use gimvi_model::{GimviModel, Imputation, ImputeOptions, ModelConfig, ModelError};
+use gimvi_trainer::{EpochLog, TrainConfig};
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::{fit, PipelineError, ENSEMBLE_SEED_STRIDE};
+use crate::Device;
+
+/// One trained model of a [`ModelEnsemble`].
+#[derive(Debug, Clone)]
+pub struct EnsembleMember {
+    /// The trained model.
+    pub model: GimviModel,
+    /// The κ it was trained with (`None` when unknown: a folder written without
+    /// `ensemble.json`).
+    pub kappa: Option<f64>,
+    /// The seed it was trained from (`None` when unknown).
+    pub seed: Option<u64>,
+    /// Its training history (empty for a loaded model).
+    pub history: Vec<EpochLog>,
+}
+
+/// Models of the same data and architecture whose imputations are averaged (see the module
+/// documentation).
+#[derive(Debug, Clone)]
+pub struct ModelEnsemble {
+    members: Vec<EnsembleMember>,
+}
+
+/// What `ensemble.json` holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedEnsemble {
+    format: String,
+    gimvi_version: String,
+    /// κ and seed of member k (stored in `member-k/`, member 0 in the folder itself).
+    members: Vec<SavedMember>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedMember {
+    kappa: Option<f64>,
+    seed: Option<u64>,
+}
+
+const FORMAT: &str = "gimvi-ensemble-1";
+const INDEX: &str = "ensemble.json";
+
+/// Where member `k` of an ensemble saved in `dir` lives.
+fn member_dir(dir: &Path, k: usize) -> std::path::PathBuf {
+    if k == 0 {
+        dir.to_path_buf()
+    } else {
+        dir.join(format!("member-{k}"))
+    }
+}
+
+impl ModelEnsemble {
+    /// An ensemble of `members`; refuses an empty list and members whose configuration
+    /// (genes, datasets, architecture) differs from the first's.
+    pub fn new(members: Vec<EnsembleMember>) -> Result<Self, ModelError> {
+        let first = members
+            .first()
+            .ok_or_else(|| ModelError::Config("an ensemble needs at least one model".into()))?;
+        if let Some(k) = members
+            .iter()
+            .position(|m| m.model.config != first.model.config)
+        {
+            return Err(ModelError::Config(format!(
+                "ensemble member {k} was built for other genes, datasets or architecture than \
+                 member 0; every member must share one configuration"
+            )));
+        }
+        Ok(Self { members })
+    }
+
+    /// Trains `members` models at each κ of `kappas` on prepared data (as
+    /// [`crate::pipeline::fit`]): member k of every κ starts from seed
+    /// `train.seed + k · ENSEMBLE_SEED_STRIDE` (member 0 is the model a plain fit with `train`
+    /// at that κ gives). `on_model(i, n, κ, seed)` is called before model i of n trains.
+    /// A diverging training stops the whole ensemble with its error.
+    pub fn fit(
+        config: &ModelConfig,
+        data: &[&CsrMatrix],
+        train: &TrainConfig,
+        kappas: &[f64],
+        members: usize,
+        device: &Device,
+        mut on_model: impl FnMut(usize, usize, f64, u64),
+    ) -> Result<Self, PipelineError> {
+        if kappas.is_empty() || members == 0 {
+            return Err(PipelineError::Input(
+                "an ensemble needs at least one κ and one model per κ".into(),
+            ));
+        }
+        if let Some(bad) = kappas.iter().find(|k| !(k.is_finite() && **k >= 0.0)) {
+            return Err(PipelineError::Input(format!(
+                "κ must be a finite number ≥ 0, got {bad}"
+            )));
+        }
+        let n = kappas.len() * members;
+        let mut trained = Vec::with_capacity(n);
+        for (i, (kappa, k)) in kappas
+            .iter()
+            .flat_map(|&kappa| (0..members).map(move |k| (kappa, k)))
+            .enumerate()
+        {
+            let seed = train.seed.wrapping_add(k as u64 * ENSEMBLE_SEED_STRIDE);
+            on_model(i, n, kappa, seed);
+            let config_k = TrainConfig {
+                kappa,
+                seed,
+                ..train.clone()
+            };
+            let result = fit(config.clone(), data, &config_k, device, |_| {})?;
+            trained.push(EnsembleMember {
+                model: result.model,
+                kappa: Some(kappa),
+                seed: Some(seed),
+                history: result.history,
+            });
+        }
+        Ok(Self::new(trained)?)
+    }
+
+    /// The members.
+    pub fn members(&self) -> &[EnsembleMember] {
+        &self.members
+    }
+
+    /// How many models.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Always false: an ensemble has at least one model.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The configuration every member shares.
+    pub fn config(&self) -> &ModelConfig {
+        &self.members[0].model.config
+    }
+
+    /// The first member (its latent space is the one [`ModelEnsemble::latent`] reports).
+    pub fn first(&self) -> &GimviModel {
+        &self.members[0].model
+    }
+
+    /// Indices of gene names in the shared gene space (as [`GimviModel::gene_indices`]).
+    pub fn gene_indices(&self, names: &[String]) -> Result<Vec<usize>, ModelError> {
+        self.first().gene_indices(names)
+    }
+
+    /// Latent representation (posterior means) of the cells of `counts` in dataset `m`, from
+    /// the **first** member: each training has its own latent coordinates, so members' latents
+    /// cannot be averaged.
+    pub fn latent(&self, m: usize, counts: &CsrMatrix) -> Result<Array2<f32>, ModelError> {
+        self.first().latent(m, counts)
+    }
+
+    /// Imputed expression of `genes` in the cells of `counts` (dataset `m`), as
+    /// [`GimviModel::impute`] but averaged over the members. Member k draws its posterior
+    /// samples from seed `options.seed + k · ENSEMBLE_SEED_STRIDE`. With `samples` ≥ 2 the
+    /// variance is the pooled posterior's: mean over members of (variance + mean²) minus the
+    /// squared ensemble mean, i.e. the members' own uncertainty plus their disagreement.
+    /// A one-member ensemble returns exactly its model's imputation.
+    pub fn impute(
+        &self,
+        m: usize,
+        counts: &CsrMatrix,
+        genes: &[usize],
+        options: ImputeOptions,
+    ) -> Result<Imputation, ModelError> {
+        if self.members.len() == 1 {
+            return self.members[0].model.impute(m, counts, genes, options);
+        }
+        let mut sum_mean: Option<Array2<f64>> = None;
+        let mut sum_second: Option<Array2<f64>> = None;
+        for (k, member) in self.members.iter().enumerate() {
+            let imputed = member.model.impute(
+                m,
+                counts,
+                genes,
+                ImputeOptions {
+                    seed: options.seed.wrapping_add(k as u64 * ENSEMBLE_SEED_STRIDE),
+                    ..options
+                },
+            )?;
+            let mean = imputed.mean.mapv(f64::from);
+            if let Some(variance) = &imputed.variance {
+                let second = variance.mapv(f64::from) + mean.mapv(|v| v * v);
+                sum_second = Some(match sum_second {
+                    None => second,
+                    Some(s) => s + second,
+                });
+            }
+            sum_mean = Some(match sum_mean {
+                None => mean,
+                Some(s) => s + mean,
+            });
+        }
+        let n = self.members.len() as f64;
+        let mean = sum_mean.ok_or_else(|| ModelError::Internal("no ensemble member".into()))? / n;
+        // Law of total variance, clamped at 0 against rounding.
+        let variance =
+            sum_second.map(|s| (s / n - mean.mapv(|v| v * v)).mapv(|v| v.max(0.0) as f32));
+        Ok(Imputation {
+            mean: mean.mapv(|v| v as f32),
+            variance,
+        })
+    }
+
+    /// Writes the ensemble into `dir` (created if needed): member 0 as a plain model, member
+    /// k in `dir/member-k`, each with its `history.json` when it has one, and `ensemble.json`.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), ModelError> {
+        let dir = dir.as_ref();
+        for (k, member) in self.members.iter().enumerate() {
+            let target = member_dir(dir, k);
+            member.model.save(&target)?;
+            if !member.history.is_empty() {
+                let path = target.join("history.json");
+                let json = serde_json::to_string_pretty(&member.history)
+                    .map_err(|e| ModelError::Internal(e.to_string()))?;
+                std::fs::write(&path, json)
+                    .map_err(|e| ModelError::Io(path.display().to_string(), e))?;
+            }
+        }
+        let index = SavedEnsemble {
+            format: FORMAT.into(),
+            gimvi_version: env!("CARGO_PKG_VERSION").into(),
+            members: self
+                .members
+                .iter()
+                .map(|m| SavedMember {
+                    kappa: m.kappa,
+                    seed: m.seed,
+                })
+                .collect(),
+        };
+        let json = serde_json::to_string_pretty(&index)
+            .map_err(|e| ModelError::Internal(e.to_string()))?;
+        let path = dir.join(INDEX);
+        std::fs::write(&path, json).map_err(|e| ModelError::Io(path.display().to_string(), e))
+    }
+
+    /// Loads an ensemble written by [`ModelEnsemble::save`] onto `device`, or a folder
+    /// written by [`GimviModel::save`] (no `ensemble.json`) as a one-member ensemble.
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self, ModelError> {
+        let dir = dir.as_ref();
+        let path = dir.join(INDEX);
+        if !path.exists() {
+            return Self::new(vec![EnsembleMember {
+                model: GimviModel::load(dir, device)?,
+                kappa: None,
+                seed: None,
+                history: Vec::new(),
+            }]);
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ModelError::Io(path.display().to_string(), e))?;
+        let index: SavedEnsemble = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Record(path.display().to_string(), e.to_string()))?;
+        if index.format != FORMAT {
+            return Err(ModelError::Record(
+                path.display().to_string(),
+                format!(
+                    "unknown ensemble format '{}', expected '{FORMAT}'",
+                    index.format
+                ),
+            ));
+        }
+        let members = index
+            .members
+            .iter()
+            .enumerate()
+            .map(|(k, saved)| {
+                Ok(EnsembleMember {
+                    model: GimviModel::load(member_dir(dir, k), device)?,
+                    kappa: saved.kappa,
+                    seed: saved.seed,
+                    history: Vec::new(),
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        if members.is_empty() {
+            return Err(ModelError::Record(
+                path.display().to_string(),
+                "lists no model".into(),
+            ));
+        }
+        Self::new(members)
+    }
+}
