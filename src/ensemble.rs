@@ -2,8 +2,8 @@
 //!
 //! One gimVI training is noisy: on the paper's held-out-gene evaluation the median Spearman
 //! of a single model moves by several hundredths from seed to seed, and averaging the
-//! imputations of three models trained from different seeds raised it by +0.033 ± 0.009
-//! (mSMS, 10 seeds) and +0.012 ± 0.002 (mPFC, 4 seeds) over one model (docs/results.md).
+//! imputations of three models trained from different seeds raised it by +0.033 ± 0.007
+//! (mSMS, 20 seeds) and +0.012 ± 0.002 (mPFC, 6 seeds) over one model (docs/results.md).
 //! A [`ModelEnsemble`] holds such models — from several seeds, and optionally from several
 //! adversarial weights κ (the average over κ = 0, 1, 5 that `--kappa auto` falls back to when
 //! no single κ is clearly better) — and imputes with their equally weighted average. Its
