@@ -62,7 +62,7 @@ use gimvi_trainer::{EpochLog, TrainConfig};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::{fit, PipelineError, ENSEMBLE_SEED_STRIDE};
+use crate::pipeline::{fit, pooled_moments, PipelineError, ENSEMBLE_SEED_STRIDE};
 use crate::Device;
 
 /// One trained model of a [`ModelEnsemble`].
@@ -260,10 +260,14 @@ impl ModelEnsemble {
             });
         }
         let n = self.members.len() as f64;
-        let mean = sum_mean.ok_or_else(|| ModelError::Internal("no ensemble member".into()))? / n;
-        // Law of total variance, clamped at 0 against rounding.
-        let variance =
-            sum_second.map(|s| (s / n - mean.mapv(|v| v * v)).mapv(|v| v.max(0.0) as f32));
+        let sum_mean = sum_mean.ok_or_else(|| ModelError::Internal("no ensemble member".into()))?;
+        let (mean, variance) = match sum_second {
+            Some(second) => {
+                let (mean, variance) = pooled_moments(sum_mean, &second, n);
+                (mean, Some(variance.mapv(|v| v as f32)))
+            }
+            None => (sum_mean / n, None),
+        };
         Ok(Imputation {
             mean: mean.mapv(|v| v as f32),
             variance,

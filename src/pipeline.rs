@@ -639,9 +639,7 @@ impl Imputer for GimviImputer {
         }
         let n = (members * kappas.len()) as f64;
         if let Some((sum_mean, sum_second)) = pooled {
-            let mean = sum_mean / n;
-            // Law of total variance: E[var + mean²] − (E[mean])², clamped at 0 against rounding.
-            let variance = (sum_second / n - mean.mapv(|m| m * m)).mapv(|v| v.max(0.0));
+            let (mean, variance) = pooled_moments(sum_mean, &sum_second, n);
             self.posterior.push(FoldPosterior {
                 genes: task.test_genes.to_vec(),
                 cells: task.spatial_cells.to_vec(),
@@ -651,6 +649,20 @@ impl Imputer for GimviImputer {
         }
         Ok(prediction.ok_or("no ensemble member trained")? / n)
     }
+}
+
+/// Mean and variance of an equally weighted mixture of `n` posteriors, from the sums over its
+/// members of their means and of (variance + mean²): the law of total variance,
+/// E[var + mean²] − (E[mean])², so the spread between the members' means adds to their own
+/// variance. Negative rounding residues are clamped at 0.
+pub(crate) fn pooled_moments(
+    sum_mean: Array2<f64>,
+    sum_second: &Array2<f64>,
+    n: f64,
+) -> (Array2<f64>, Array2<f64>) {
+    let mean = sum_mean / n;
+    let variance = (sum_second / n - mean.mapv(|m| m * m)).mapv(|v| v.max(0.0));
+    (mean, variance)
 }
 
 /// The report name of a gimVI configuration, the same in the examples, `table1` and the CLI:

@@ -2,22 +2,14 @@
 //! pooled posterior by the law of total variance), saved and loaded as a folder, and refusing
 //! inconsistent input with typed errors.
 
+mod common;
+
+use common::{device, model_config};
 use gimvi::ensemble::{EnsembleMember, ModelEnsemble};
-use gimvi::likelihoods::CountLikelihood;
 use gimvi::model::simulate::{simulate, Simulation, SimulationConfig};
-use gimvi::model::{
-    DatasetSpec, GimviModel, Imputation, ImputeOptions, LibraryModel, ModelConfig, ModelError,
-};
+use gimvi::model::{GimviModel, Imputation, ImputeOptions, ModelError};
 use gimvi::pipeline::{PipelineError, ENSEMBLE_SEED_STRIDE};
 use gimvi::trainer::TrainConfig;
-use gimvi::{BackendKind, Device};
-
-fn device() -> Device {
-    BackendKind::default()
-        .open()
-        .expect("the default CPU backend opens")
-        .autodiff()
-}
 
 fn small() -> Simulation {
     simulate(&SimulationConfig {
@@ -28,29 +20,6 @@ fn small() -> Simulation {
         seed: 4,
         ..SimulationConfig::default()
     })
-}
-
-fn model_config(sim: &Simulation, latent: usize) -> ModelConfig {
-    let (log_mean, log_var) = gimvi::data::prepare::log_library_moments(&sim.sc_counts);
-    let sc = DatasetSpec {
-        name: "scRNA-seq".into(),
-        genes: sim.genes.clone(),
-        gene_index: (0..sim.genes.len()).collect(),
-        likelihood: CountLikelihood::Zinb,
-        library: LibraryModel::Latent { log_mean, log_var },
-    };
-    let spatial = DatasetSpec {
-        name: "spatial".into(),
-        genes: sim
-            .spatial_genes
-            .iter()
-            .map(|&g| sim.genes[g].clone())
-            .collect(),
-        gene_index: sim.spatial_genes.clone(),
-        likelihood: CountLikelihood::Poisson,
-        library: LibraryModel::Observed,
-    };
-    ModelConfig::new(sim.genes.clone(), vec![sc, spatial]).with_latent(latent)
 }
 
 fn train() -> TrainConfig {

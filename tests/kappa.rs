@@ -1,21 +1,15 @@
 //! The automatic κ (inner cross-validation on the training genes) and the fit sharing that
 //! lets κ* reuse a fixed-κ fit of the same fold, on data simulated from the gimVI model.
 
+mod common;
+
+use common::{device, model_config};
 use gimvi::data::CsrMatrix;
 use gimvi::likelihoods::CountLikelihood;
 use gimvi::metrics::protocol::{FoldTask, Imputer};
 use gimvi::model::simulate::{simulate, Simulation, SimulationConfig};
-use gimvi::model::{DatasetSpec, LibraryModel, ModelConfig};
 use gimvi::pipeline::{choose_kappa_with, GimviImputer, KappaChoice, PipelineError, SharedFits};
 use gimvi::trainer::TrainConfig;
-use gimvi::{BackendKind, Device};
-
-fn device() -> Device {
-    BackendKind::default()
-        .open()
-        .expect("the default CPU backend opens")
-        .autodiff()
-}
 
 fn small() -> Simulation {
     simulate(&SimulationConfig {
@@ -38,33 +32,10 @@ fn train(epochs: usize, kappa: f64) -> TrainConfig {
     }
 }
 
-fn model_config(sim: &Simulation) -> ModelConfig {
-    let (log_mean, log_var) = gimvi::data::prepare::log_library_moments(&sim.sc_counts);
-    let sc = DatasetSpec {
-        name: "scRNA-seq".into(),
-        genes: sim.genes.clone(),
-        gene_index: (0..sim.genes.len()).collect(),
-        likelihood: CountLikelihood::Zinb,
-        library: LibraryModel::Latent { log_mean, log_var },
-    };
-    let spatial = DatasetSpec {
-        name: "spatial".into(),
-        genes: sim
-            .spatial_genes
-            .iter()
-            .map(|&g| sim.genes[g].clone())
-            .collect(),
-        gene_index: sim.spatial_genes.clone(),
-        likelihood: CountLikelihood::Poisson,
-        library: LibraryModel::Observed,
-    };
-    ModelConfig::new(sim.genes.clone(), vec![sc, spatial]).with_latent(4)
-}
-
 #[test]
 fn inner_validation_pools_the_hidden_genes_of_every_split() {
     let sim = small();
-    let config = model_config(&sim);
+    let config = model_config(&sim, 4);
     let data: [&CsrMatrix; 2] = [&sim.sc_counts, &sim.spatial_counts];
     // 12 spatial genes in 5 groups of 2 or 3 (12·k/5 cut points: 2, 2, 3, 2, 3).
     let choice = choose_kappa_with(&config, &data, &[0.0, 5.0], &train(3, 0.0), 2, &device())

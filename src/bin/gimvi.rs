@@ -382,7 +382,7 @@ fn likelihoods(args: &ModelArgs) -> (CountLikelihood, CountLikelihood) {
 fn fit_command(args: &FitArgs, quiet: bool) -> Result<()> {
     let a = &args.model;
     check_ensemble(a)?;
-    kappa(a)?;
+    let auto = kappa(a)?.is_none();
     let device = device(&a.backend)?;
     let sc: Vec<Dataset> =
         a.sc.iter()
@@ -424,7 +424,7 @@ fn fit_command(args: &FitArgs, quiet: bool) -> Result<()> {
     } else {
         a.average_kappas.clone()
     };
-    if kappa(a)?.is_none() {
+    if auto {
         let candidates = if a.average_kappas.is_empty() {
             KAPPA_CANDIDATES.to_vec()
         } else {
