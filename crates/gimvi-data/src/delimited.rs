@@ -3,7 +3,8 @@
 use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
 
-use crate::mtx::open_text;
+use crate::text::open_text;
+pub use crate::text::split_line;
 use crate::{io_err, CsrMatrix, DataError, Dataset};
 
 /// Which way round a dense table is.
@@ -13,28 +14,6 @@ pub enum Orientation {
     GenesAsRows,
     /// One row per cell, one column per gene (pandas / scanpy `to_df()`).
     CellsAsRows,
-}
-
-/// Splits one line on `delim`, honouring double quotes (RFC 4180: `""` inside quotes is a
-/// quote).
-pub fn split_line(line: &str, delim: char) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(ch) = chars.next() {
-        match ch {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            c if c == delim && !quoted => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out
 }
 
 /// Reads a dense table: a header line of column names, then one line per row starting with its

@@ -23,6 +23,7 @@ pub mod loom;
 pub mod mtx;
 pub mod prepare;
 pub mod registry;
+mod text;
 
 use std::path::{Path, PathBuf};
 

@@ -1,27 +1,11 @@
 //! MatrixMarket counts: 10x Genomics folders (`matrix.mtx[.gz]`, `features.tsv[.gz]` or
 //! `genes.tsv[.gz]`, `barcodes.tsv[.gz]`, genes × cells) and loose files.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use flate2::read::MultiGzDecoder;
-
+use crate::text::{open_text, split_line};
 use crate::{io_err, Column, CsrMatrix, DataError, Dataset};
-
-/// Opens a text file, decompressing it when its name ends in `.gz`.
-pub(crate) fn open_text(path: &Path) -> Result<Box<dyn BufRead>, DataError> {
-    let f = File::open(path).map_err(io_err(path))?;
-    let gz = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-    let inner: Box<dyn Read> = if gz {
-        Box::new(MultiGzDecoder::new(f))
-    } else {
-        Box::new(f)
-    };
-    Ok(Box::new(BufReader::with_capacity(1 << 16, inner)))
-}
 
 fn find_first(dir: &Path, names: &[&str]) -> Option<PathBuf> {
     names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
@@ -203,7 +187,7 @@ fn read_names(path: &Path) -> Result<NamesAndColumns, DataError> {
             continue;
         }
         if csv {
-            let fields: Vec<String> = crate::delimited::split_line(line, ',');
+            let fields: Vec<String> = split_line(line, ',');
             if i == 0 {
                 header = fields;
                 extra = vec![Vec::new(); header.len().saturating_sub(1)];

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::h5ad::{read_h5ad, H5adOptions};
 use crate::loom::{read_loom, LoomOptions};
-use crate::mtx::open_text;
+use crate::text::open_text;
 use crate::{io_err, Column, CsrMatrix, DataError, Dataset};
 
 /// The environment variable naming the data directory.
