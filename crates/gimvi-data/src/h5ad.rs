@@ -14,11 +14,11 @@
 
 use std::path::Path;
 
-use hdf5_pure::{AttrValue, File, FileBuilder, Group};
+use hdf5_pure::{AttrValue, FileBuilder, Group};
 
 use crate::csr::DenseRowsToCsr;
-use crate::hdf::{self, h5_err};
-use crate::{Column, CsrMatrix, DataError, Dataset};
+use crate::hdf::{self, H5};
+use crate::{in_file, Column, CsrMatrix, DataError, Dataset};
 
 /// Which matrix of the file holds the raw counts.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -40,19 +40,40 @@ pub struct H5adOptions {
 }
 
 /// Reads an `.h5ad` file into a [`Dataset`].
+///
+/// Before the count matrix is read, its declared shape is checked against the lengths of the
+/// `obs` and `var` indices and against what the file can hold, so that a corrupt size field
+/// gives an error instead of a huge allocation.
 pub fn read_h5ad(path: impl AsRef<Path>, options: &H5adOptions) -> Result<Dataset, DataError> {
     let path = path.as_ref();
-    let file = hdf::open(path)?;
+    let h5 = hdf::open(path)?;
     let (matrix_loc, var_loc) = match &options.counts {
         CountSource::X => ("X".to_string(), "var"),
         CountSource::Layer(name) => (format!("layers/{name}"), "var"),
         CountSource::Raw => ("raw/X".to_string(), "raw/var"),
     };
-    let counts = read_matrix(path, &file, &matrix_loc)?;
-    let genes = read_index(path, &file, var_loc)?;
-    let cells = read_index(path, &file, "obs")?;
-    let obs = read_obs_columns(path, &file)?;
-    let spatial = read_spatial(path, &file, &obs, counts.n_rows())?;
+    let matrix = locate_matrix(&h5, &matrix_loc)?;
+    let genes = read_index(&h5, var_loc)?;
+    let cells = read_index(&h5, "obs")?;
+    let (n_rows, n_cols) = matrix.shape();
+    for (names, n, which, dim) in [
+        (&cells, n_rows, "obs", "rows"),
+        (&genes, n_cols, var_loc, "columns"),
+    ] {
+        if names.len() as u64 != n {
+            return Err(DataError::Shape {
+                what: format!(
+                    "{}: '{matrix_loc}' {dim} vs the '{which}' index",
+                    path.display()
+                ),
+                expected: names.len().to_string(),
+                found: n.to_string(),
+            });
+        }
+    }
+    let counts = read_matrix(&h5, &matrix_loc, matrix)?;
+    let obs = read_obs_columns(&h5)?;
+    let spatial = read_spatial(&h5, &obs, counts.n_rows())?;
     Dataset::new(
         path.display().to_string(),
         counts,
@@ -63,34 +84,67 @@ pub fn read_h5ad(path: impl AsRef<Path>, options: &H5adOptions) -> Result<Datase
     )
 }
 
-fn read_matrix(path: &Path, file: &File, loc: &str) -> Result<CsrMatrix, DataError> {
+/// A count matrix found in the file, with its declared shape, not yet read.
+enum Matrix {
+    /// A dense 2-D dataset (shape checked against the file's size).
+    Dense {
+        ds: hdf5_pure::Dataset,
+        n_rows: usize,
+        n_cols: usize,
+    },
+    /// A sparse group: CSR (`csr = true`) or CSC, of the declared shape.
+    Sparse {
+        g: Group,
+        csr: bool,
+        n_rows: u64,
+        n_cols: u64,
+    },
+}
+
+impl Matrix {
+    fn shape(&self) -> (u64, u64) {
+        match self {
+            Matrix::Dense { n_rows, n_cols, .. } => (*n_rows as u64, *n_cols as u64),
+            Matrix::Sparse { n_rows, n_cols, .. } => (*n_rows, *n_cols),
+        }
+    }
+}
+
+fn locate_matrix(h5: &H5, loc: &str) -> Result<Matrix, DataError> {
+    let path = h5.path.as_path();
     let (parent_path, name) = match loc.rsplit_once('/') {
         Some((p, n)) => (p, n),
         None => ("", loc),
     };
-    let parent = hdf::group_at(file, parent_path).ok_or_else(|| DataError::Missing {
-        path: path.to_path_buf(),
-        what: format!("group '{parent_path}' (needed for the count matrix '{loc}')"),
-    })?;
-    if hdf::has_dataset(&parent, name) {
-        let ds = parent.dataset(name).map_err(h5_err(path, loc))?;
-        let shape = hdf::shape(path, &ds, loc)?;
+    let parent = h5
+        .group_at(parent_path)?
+        .ok_or_else(|| DataError::Missing {
+            path: path.to_path_buf(),
+            what: format!("group '{parent_path}' (needed for the count matrix '{loc}')"),
+        })?;
+    if h5.has_dataset(&parent, name)? {
+        let ds = h5.dataset(&parent, name, loc)?;
+        let shape = h5.checked_shape(&ds, loc)?;
         if shape.len() != 2 {
             return Err(DataError::Format {
                 path: path.to_path_buf(),
                 message: format!("'{loc}' has {} dimensions, expected 2", shape.len()),
             });
         }
-        return read_dense_as_csr(path, &ds, loc, shape[0], shape[1], DENSE_WINDOW_VALUES);
+        return Ok(Matrix::Dense {
+            ds,
+            n_rows: shape[0],
+            n_cols: shape[1],
+        });
     }
-    if !hdf::has_group(&parent, name) {
+    if !h5.has_group(&parent, name)? {
         return Err(DataError::Missing {
             path: path.to_path_buf(),
             what: format!("count matrix '{loc}'"),
         });
     }
-    let g = parent.group(name).map_err(h5_err(path, loc))?;
-    let attrs = hdf::attrs_of_group(&g);
+    let g = h5.group(&parent, name, loc)?;
+    let attrs = h5.attrs_of_group(&g);
     let format = hdf::attr_string(&attrs, "encoding-type")
         .or_else(|| hdf::attr_string(&attrs, "h5sparse_format"))
         .ok_or_else(|| DataError::Format {
@@ -109,51 +163,137 @@ fn read_matrix(path: &Path, file: &File, loc: &str) -> Result<CsrMatrix, DataErr
             })
         }
     };
-    let shape = hdf::attr_ints(&attrs, "shape")
-        .or_else(|| hdf::attr_ints(&attrs, "h5sparse_shape"))
-        .filter(|s| s.len() == 2 && s.iter().all(|&x| x >= 0))
+    let shape = hdf::attr_sizes(&attrs, "shape")
+        .or_else(|| hdf::attr_sizes(&attrs, "h5sparse_shape"))
+        .filter(|s| s.len() == 2)
         .ok_or_else(|| DataError::Format {
             path: path.to_path_buf(),
-            message: format!("sparse matrix '{loc}' has no valid 2-D 'shape' attribute"),
+            message: format!(
+                "sparse matrix '{loc}' has no valid 'shape' attribute (two non-negative integers)"
+            ),
         })?;
-    let (n_rows, n_cols) = (shape[0] as usize, shape[1] as usize);
-    let part = |n: &str| -> Result<hdf5_pure::Dataset, DataError> {
-        if !hdf::has_dataset(&g, n) {
+    Ok(Matrix::Sparse {
+        g,
+        csr,
+        n_rows: shape[0],
+        n_cols: shape[1],
+    })
+}
+
+fn read_matrix(h5: &H5, loc: &str, matrix: Matrix) -> Result<CsrMatrix, DataError> {
+    let path = h5.path.as_path();
+    let (g, csr, n_rows, n_cols) = match matrix {
+        Matrix::Dense { ds, n_rows, n_cols } => {
+            return read_dense_as_csr(h5, &ds, loc, n_rows, n_cols, DENSE_WINDOW_VALUES);
+        }
+        // The shape equals the index lengths (checked by the caller), so it fits in usize.
+        Matrix::Sparse {
+            g,
+            csr,
+            n_rows,
+            n_cols,
+        } => (g, csr, n_rows as usize, n_cols as usize),
+    };
+    let fmt = |message: String| DataError::Format {
+        path: path.to_path_buf(),
+        message: format!("sparse matrix '{loc}': {message}"),
+    };
+    let (major, minor) = if csr {
+        (n_rows, n_cols)
+    } else {
+        (n_cols, n_rows)
+    };
+    if u32::try_from(minor).is_err() {
+        return Err(fmt(format!(
+            "{minor} {} is more than this reader supports (2^32 − 1)",
+            if csr { "columns" } else { "rows" }
+        )));
+    }
+    let part = |n: &str| -> Result<(hdf5_pure::Dataset, usize), DataError> {
+        let what = format!("{loc}/{n}");
+        if !h5.has_dataset(&g, n)? {
             return Err(DataError::Missing {
                 path: path.to_path_buf(),
-                what: format!("'{loc}/{n}'"),
+                what: format!("'{what}'"),
             });
         }
-        g.dataset(n).map_err(h5_err(path, &format!("{loc}/{n}")))
+        let ds = h5.dataset(&g, n, &what)?;
+        let shape = h5.checked_shape(&ds, &what)?;
+        if shape.len() != 1 {
+            return Err(fmt(format!(
+                "'{n}' has {} dimensions, expected 1",
+                shape.len()
+            )));
+        }
+        Ok((ds, shape[0]))
     };
-    let data = hdf::to_f32(path, loc, hdf::read_f64(path, &part("data")?, "data")?)?;
-    let indices = hdf::read_i64(path, &part("indices")?, "indices")?;
-    let indptr = hdf::read_i64(path, &part("indptr")?, "indptr")?;
-    let bad_index = |what: &str| DataError::Format {
-        path: path.to_path_buf(),
-        message: format!("sparse matrix '{loc}' has a negative or oversized {what}"),
-    };
-    let indices: Vec<u32> = indices
-        .into_iter()
-        .map(|i| u32::try_from(i).map_err(|_| bad_index("index")))
-        .collect::<Result<_, _>>()?;
+    let (data_ds, nnz) = part("data")?;
+    let (indices_ds, n_indices) = part("indices")?;
+    let (indptr_ds, n_indptr) = part("indptr")?;
+    if n_indices != nnz {
+        return Err(fmt(format!(
+            "{n_indices} indices for {nnz} stored values (they must be as many)"
+        )));
+    }
+    if n_indptr != major + 1 {
+        return Err(fmt(format!(
+            "indptr has {n_indptr} entries, expected {} ({} + 1 for a {} × {} {} matrix)",
+            major + 1,
+            major,
+            n_rows,
+            n_cols,
+            if csr { "CSR" } else { "CSC" }
+        )));
+    }
+    let what = |n: &str| format!("{loc}/{n}");
+    let indptr = h5.read_i64(&indptr_ds, &what("indptr"))?;
     let indptr: Vec<usize> = indptr
         .into_iter()
-        .map(|i| usize::try_from(i).map_err(|_| bad_index("pointer")))
+        .map(|i| usize::try_from(i).map_err(|_| fmt(format!("negative pointer {i} in indptr"))))
         .collect::<Result<_, _>>()?;
-    if csr {
-        CsrMatrix::from_parts(n_rows, n_cols, indptr, indices, data)
-    } else {
-        // CSC of (rows × cols) is CSR of its transpose.
-        Ok(CsrMatrix::from_parts(n_cols, n_rows, indptr, indices, data)?.transpose())
+    if indptr.first() != Some(&0)
+        || indptr.windows(2).any(|w| w[0] > w[1])
+        || indptr.last() != Some(&nnz)
+    {
+        return Err(fmt(format!(
+            "indptr must rise from 0 to the number of stored values ({nnz}); it goes from {} to \
+             {}{}",
+            indptr.first().copied().unwrap_or(0),
+            indptr.last().copied().unwrap_or(0),
+            if indptr.windows(2).any(|w| w[0] > w[1]) {
+                " and decreases somewhere"
+            } else {
+                ""
+            }
+        )));
     }
+    let indices = h5.read_i64(&indices_ds, &what("indices"))?;
+    let indices: Vec<u32> = indices
+        .into_iter()
+        .map(|i| {
+            u32::try_from(i)
+                .ok()
+                .filter(|&j| (j as usize) < minor)
+                .ok_or_else(|| {
+                    fmt(format!(
+                        "index {i} outside 0..{minor} (the number of {})",
+                        if csr { "columns" } else { "rows" }
+                    ))
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let data = hdf::to_f32(path, loc, h5.read_f64(&data_ds, &what("data"))?)?;
+    let m = CsrMatrix::from_parts(major, minor, indptr, indices, data).map_err(in_file(path))?;
+    // CSC of (rows × cols) is CSR of its transpose.
+    Ok(if csr { m } else { m.transpose() })
 }
 
 /// The index (row names) of a dataframe group (`obs`, `var`, `raw/var`).
-fn read_index(path: &Path, file: &File, loc: &str) -> Result<Vec<String>, DataError> {
-    let g = hdf::group_at(file, loc).ok_or_else(|| {
-        let old_layout = !loc.contains('/') && hdf::has_dataset(&file.root(), loc);
-        DataError::Missing {
+fn read_index(h5: &H5, loc: &str) -> Result<Vec<String>, DataError> {
+    let path = h5.path.as_path();
+    let Some(g) = h5.group_at(loc)? else {
+        let old_layout = !loc.contains('/') && h5.has_dataset(&h5.root()?, loc)?;
+        return Err(DataError::Missing {
             path: path.to_path_buf(),
             what: if old_layout {
                 format!(
@@ -163,18 +303,32 @@ fn read_index(path: &Path, file: &File, loc: &str) -> Result<Vec<String>, DataEr
             } else {
                 format!("dataframe group '{loc}'")
             },
-        }
-    })?;
-    let attrs = hdf::attrs_of_group(&g);
+        });
+    };
+    let attrs = h5.attrs_of_group(&g);
     let mut candidates: Vec<String> = Vec::new();
     if let Some(name) = hdf::attr_string(&attrs, "_index") {
         candidates.push(name);
     }
     candidates.extend(["_index".to_string(), "index".to_string()]);
     for c in candidates {
-        if hdf::has_dataset(&g, &c) {
-            let ds = g.dataset(&c).map_err(h5_err(path, &format!("{loc}/{c}")))?;
-            return hdf::read_strings(path, &ds, &format!("{loc}/{c}"));
+        if h5.has_dataset(&g, &c)? {
+            let what = format!("{loc}/{c}");
+            let ds = h5.dataset(&g, &c, &what)?;
+            if !h5.is_string_dataset(&ds) {
+                return Err(DataError::Format {
+                    path: path.to_path_buf(),
+                    message: format!("'{what}' (the names of '{loc}') does not hold strings"),
+                });
+            }
+            let shape = h5.checked_shape(&ds, &what)?;
+            if shape.len() != 1 {
+                return Err(DataError::Format {
+                    path: path.to_path_buf(),
+                    message: format!("'{what}' has {} dimensions, expected 1", shape.len()),
+                });
+            }
+            return h5.read_strings(&ds, &what);
         }
     }
     Err(DataError::Missing {
@@ -183,50 +337,53 @@ fn read_index(path: &Path, file: &File, loc: &str) -> Result<Vec<String>, DataEr
     })
 }
 
-fn read_obs_columns(path: &Path, file: &File) -> Result<Vec<(String, Column)>, DataError> {
-    let Some(obs) = hdf::group_at(file, "obs") else {
+fn read_obs_columns(h5: &H5) -> Result<Vec<(String, Column)>, DataError> {
+    let path = h5.path.as_path();
+    let Some(obs) = h5.group_at("obs")? else {
         return Ok(Vec::new());
     };
-    let attrs = hdf::attrs_of_group(&obs);
+    let attrs = h5.attrs_of_group(&obs);
     let index_name = hdf::attr_string(&attrs, "_index").unwrap_or_else(|| "_index".into());
     let mut names = hdf::attr_strings(&attrs, "column-order").unwrap_or_default();
     if names.is_empty() {
-        names = obs.datasets().unwrap_or_default();
-        names.extend(obs.groups().unwrap_or_default());
+        names = h5.dataset_names(&obs);
+        names.extend(h5.group_names(&obs));
         names.retain(|n| n != &index_name && n != "index" && n != "__categories");
         names.sort();
     }
-    let old_categories = hdf::group_at(file, "uns");
+    let old_categories = h5.group_at("uns")?;
     let mut out = Vec::new();
     for name in names {
         let what = format!("obs/{name}");
-        if hdf::has_group(&obs, &name) {
-            let g = obs.group(&name).map_err(h5_err(path, &what))?;
-            let ga = hdf::attrs_of_group(&g);
+        if h5.has_group(&obs, &name)? {
+            let g = h5.group(&obs, &name, &what)?;
+            let ga = h5.attrs_of_group(&g);
             if hdf::attr_string(&ga, "encoding-type").as_deref() == Some("categorical") {
-                out.push((name.clone(), read_categorical(path, &g, &what)?));
+                out.push((name.clone(), read_categorical(h5, &g, &what)?));
             }
             // Other encodings (nullable integers/booleans, …) are skipped: not needed here.
             continue;
         }
-        if !hdf::has_dataset(&obs, &name) {
+        if !h5.has_dataset(&obs, &name)? {
             continue;
         }
-        let ds = obs.dataset(&name).map_err(h5_err(path, &what))?;
-        if hdf::is_string_dataset(&ds) {
-            out.push((name, Column::Text(hdf::read_strings(path, &ds, &what)?)));
+        let ds = h5.dataset(&obs, &name, &what)?;
+        if h5.is_string_dataset(&ds) {
+            out.push((name, Column::Text(h5.read_strings(&ds, &what)?)));
             continue;
         }
-        let values = hdf::read_f64(path, &ds, &what)?;
+        let values = h5.read_f64(&ds, &what)?;
         // Pre-0.7 categoricals: integer codes here, labels in uns/<name>_categories.
         let cat_name = format!("{name}_categories");
-        if let Some(uns) = old_categories
-            .as_ref()
-            .filter(|u| hdf::has_dataset(u, &cat_name))
-        {
-            let cds = uns.dataset(&cat_name).map_err(h5_err(path, &cat_name))?;
-            let categories = hdf::read_strings(path, &cds, &format!("uns/{cat_name}"))?;
-            let codes = values.iter().map(|&v| v as i32).collect();
+        let uns = match &old_categories {
+            Some(u) if h5.has_dataset(u, &cat_name)? => Some(u),
+            _ => None,
+        };
+        if let Some(uns) = uns {
+            let cwhat = format!("uns/{cat_name}");
+            let cds = h5.dataset(uns, &cat_name, &cwhat)?;
+            let categories = h5.read_strings(&cds, &cwhat)?;
+            let codes = category_codes(path, &what, &values, categories.len())?;
             out.push((name, Column::Categorical { codes, categories }));
         } else {
             out.push((name, Column::Numeric(values)));
@@ -235,46 +392,69 @@ fn read_obs_columns(path: &Path, file: &File) -> Result<Vec<(String, Column)>, D
     Ok(out)
 }
 
-fn read_categorical(path: &Path, g: &Group, what: &str) -> Result<Column, DataError> {
+/// Category codes as i32, checking each is −1 (missing) or a valid category position.
+fn category_codes(
+    path: &Path,
+    what: &str,
+    values: &[f64],
+    n_categories: usize,
+) -> Result<Vec<i32>, DataError> {
+    values
+        .iter()
+        .map(|&v| {
+            if v == -1.0 || (v >= 0.0 && v.fract() == 0.0 && v < n_categories as f64) {
+                Ok(v as i32)
+            } else {
+                Err(DataError::Format {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "categorical column '{what}' has code {v}; codes must be −1 (missing) or \
+                         0..{n_categories} (the number of categories)"
+                    ),
+                })
+            }
+        })
+        .collect()
+}
+
+fn read_categorical(h5: &H5, g: &Group, what: &str) -> Result<Column, DataError> {
+    let path = h5.path.as_path();
     for part in ["codes", "categories"] {
-        if !hdf::has_dataset(g, part) {
+        if !h5.has_dataset(g, part)? {
             return Err(DataError::Missing {
                 path: path.to_path_buf(),
                 what: format!("'{what}/{part}' of a categorical column"),
             });
         }
     }
-    let codes_ds = g.dataset("codes").map_err(h5_err(path, what))?;
-    let cats_ds = g.dataset("categories").map_err(h5_err(path, what))?;
-    let codes = hdf::read_i64(path, &codes_ds, what)?
-        .into_iter()
-        .map(|c| c as i32)
-        .collect();
-    let categories = if hdf::is_string_dataset(&cats_ds) {
-        hdf::read_strings(path, &cats_ds, what)?
+    let codes_ds = h5.dataset(g, "codes", what)?;
+    let cats_ds = h5.dataset(g, "categories", what)?;
+    let categories = if h5.is_string_dataset(&cats_ds) {
+        h5.read_strings(&cats_ds, what)?
     } else {
-        hdf::read_f64(path, &cats_ds, what)?
+        h5.read_f64(&cats_ds, what)?
             .into_iter()
             .map(|v| v.to_string())
             .collect()
     };
+    let codes = category_codes(path, what, &h5.read_f64(&codes_ds, what)?, categories.len())?;
     Ok(Column::Categorical { codes, categories })
 }
 
 fn read_spatial(
-    path: &Path,
-    file: &File,
+    h5: &H5,
     obs: &[(String, Column)],
     n_cells: usize,
 ) -> Result<Option<Vec<Vec<f64>>>, DataError> {
-    if let Some(obsm) = hdf::group_at(file, "obsm") {
+    let path = h5.path.as_path();
+    if let Some(obsm) = h5.group_at("obsm")? {
         for key in ["spatial", "X_spatial"] {
-            if !hdf::has_dataset(&obsm, key) {
+            if !h5.has_dataset(&obsm, key)? {
                 continue;
             }
             let what = format!("obsm/{key}");
-            let ds = obsm.dataset(key).map_err(h5_err(path, &what))?;
-            let shape = hdf::shape(path, &ds, &what)?;
+            let ds = h5.dataset(&obsm, key, &what)?;
+            let shape = h5.checked_shape(&ds, &what)?;
             if shape.len() != 2 || shape[0] != n_cells || shape[1] == 0 {
                 return Err(DataError::Shape {
                     what: format!("{}: {what}", path.display()),
@@ -282,7 +462,14 @@ fn read_spatial(
                     found: format!("{shape:?}"),
                 });
             }
-            let v = hdf::read_f64(path, &ds, &what)?;
+            let v = h5.read_f64(&ds, &what)?;
+            if v.len() != shape[0] * shape[1] {
+                return Err(DataError::Shape {
+                    what: format!("{}: values of {what}", path.display()),
+                    expected: (shape[0] * shape[1]).to_string(),
+                    found: v.len().to_string(),
+                });
+            }
             return Ok(Some(v.chunks(shape[1]).map(<[f64]>::to_vec).collect()));
         }
     }
@@ -497,29 +684,29 @@ const DENSE_WINDOW_VALUES: usize = 1 << 22;
 /// Reads a dense 2-D count matrix window by window (whole rows, about `window_values` values at
 /// a time) straight into CSR, so that a large dense `X` (e.g. 3,005 × 20,000) never exists in
 /// memory as a whole f64 or f32 buffer: peak memory is the sparse result plus one window.
+/// The caller has checked the shape against the file ([`H5::checked_shape`]).
 fn read_dense_as_csr(
-    path: &Path,
+    h5: &H5,
     ds: &hdf5_pure::Dataset,
     loc: &str,
     n_rows: usize,
     n_cols: usize,
     window_values: usize,
 ) -> Result<CsrMatrix, DataError> {
+    let path = h5.path.as_path();
+    if u32::try_from(n_cols).is_err() {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            message: format!("'{loc}' has {n_cols} columns, more than this reader supports"),
+        });
+    }
     let rows_per_window = (window_values / n_cols.max(1)).max(1);
     let mut csr = DenseRowsToCsr::new(n_rows, n_cols);
     let mut start = 0;
     while start < n_rows {
         let count = rows_per_window.min(n_rows - start);
-        let values = ds
-            .read_f64_rows(start as u64, count as u64)
-            .map_err(h5_err(path, loc))?;
-        if values.len() != count * n_cols {
-            return Err(DataError::Shape {
-                what: format!("rows {start}..{} of '{loc}'", start + count),
-                expected: format!("{count} × {n_cols} = {}", count * n_cols),
-                found: values.len().to_string(),
-            });
-        }
+        let values = h5.read_f64_rows(ds, loc, start, count)?;
+        h5.check_count(ds, loc, count * n_cols, values.len())?;
         csr.push_rows(&hdf::to_f32(path, loc, values)?, count);
         start += count;
     }
@@ -551,11 +738,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("dense.h5ad");
         write_h5ad(&path, &out).unwrap();
-        let file = hdf::open(&path).unwrap();
-        let ds = file.dataset("X").unwrap();
+        let h5 = hdf::open(&path).unwrap();
+        let ds = h5.file.dataset("X").unwrap();
         let whole = CsrMatrix::from_dense(n, g, &x).unwrap();
         for window in [1, 4, 5, 11, 35, 1000] {
-            let m = read_dense_as_csr(&path, &ds, "X", n, g, window).unwrap();
+            let m = read_dense_as_csr(&h5, &ds, "X", n, g, window).unwrap();
             assert_eq!(m, whole, "window of {window} values");
         }
         std::fs::remove_dir_all(&dir).ok();

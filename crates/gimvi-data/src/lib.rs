@@ -340,6 +340,23 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + 
     }
 }
 
+/// Adds the file's path to a [`DataError::Shape`] raised by code that does not know it (the
+/// CSR constructors), so that every reader error names its file.
+pub(crate) fn in_file(path: &Path) -> impl FnOnce(DataError) -> DataError + '_ {
+    move |e| match e {
+        DataError::Shape {
+            what,
+            expected,
+            found,
+        } if !what.contains(&path.display().to_string()) => DataError::Shape {
+            what: format!("{}: {what}", path.display()),
+            expected,
+            found,
+        },
+        other => other,
+    }
+}
+
 /// Reads any supported file, choosing the reader by extension: `.h5ad`, `.loom`, `.mtx` /
 /// `.mtx.gz` (with sibling gene/barcode files), a folder (10x MatrixMarket), `.csv` / `.tsv` /
 /// `.txt` (dense, genes as rows unless the first line looks like gene names).

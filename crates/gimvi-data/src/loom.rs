@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use crate::hdf::{self, h5_err};
-use crate::{Column, CsrMatrix, DataError, Dataset};
+use crate::hdf;
+use crate::{in_file, Column, CsrMatrix, DataError, Dataset};
 
 /// Options for [`read_loom`].
 #[derive(Debug, Clone, Default)]
@@ -22,24 +22,26 @@ pub struct LoomOptions {
 /// come from `CellID`, `obs_names` or `cell_names` (else `cell_<i>`).
 pub fn read_loom(path: impl AsRef<Path>, options: &LoomOptions) -> Result<Dataset, DataError> {
     let path = path.as_ref();
-    let file = hdf::open(path)?;
-    let root = file.root();
+    let h5 = hdf::open(path)?;
     let matrix_loc = match &options.layer {
         Some(l) => format!("layers/{l}"),
         None => "matrix".to_string(),
     };
     let (parent, name) = match matrix_loc.rsplit_once('/') {
-        Some((p, n)) => (hdf::group_at(&file, p), n.to_string()),
-        None => (Some(root.clone()), matrix_loc.clone()),
+        Some((p, n)) => (h5.group_at(p)?, n.to_string()),
+        None => (Some(h5.root()?), matrix_loc.clone()),
     };
-    let parent = parent
-        .filter(|p| hdf::has_dataset(p, &name))
-        .ok_or_else(|| DataError::Missing {
-            path: path.to_path_buf(),
-            what: format!("loom matrix '/{matrix_loc}'"),
-        })?;
-    let ds = parent.dataset(&name).map_err(h5_err(path, &matrix_loc))?;
-    let shape = hdf::shape(path, &ds, &matrix_loc)?;
+    let parent = match parent {
+        Some(p) if h5.has_dataset(&p, &name)? => p,
+        _ => {
+            return Err(DataError::Missing {
+                path: path.to_path_buf(),
+                what: format!("loom matrix '/{matrix_loc}'"),
+            })
+        }
+    };
+    let ds = h5.dataset(&parent, &name, &matrix_loc)?;
+    let shape = h5.checked_shape(&ds, &matrix_loc)?;
     if shape.len() != 2 {
         return Err(DataError::Format {
             path: path.to_path_buf(),
@@ -47,49 +49,81 @@ pub fn read_loom(path: impl AsRef<Path>, options: &LoomOptions) -> Result<Datase
         });
     }
     let (n_genes, n_cells) = (shape[0], shape[1]);
-    let values = hdf::to_f32(path, &matrix_loc, hdf::read_f64(path, &ds, &matrix_loc)?)?;
-    let counts = CsrMatrix::from_dense(n_genes, n_cells, &values)?.transpose();
+    if u32::try_from(n_genes).is_err() {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            message: format!("'/{matrix_loc}' has {n_genes} genes, more than this reader supports"),
+        });
+    }
 
-    let rows = hdf::group_at(&file, "row_attrs").ok_or_else(|| DataError::Missing {
-        path: path.to_path_buf(),
-        what: "group '/row_attrs' (gene names)".into(),
-    })?;
+    let rows = h5
+        .group_at("row_attrs")?
+        .ok_or_else(|| DataError::Missing {
+            path: path.to_path_buf(),
+            what: "group '/row_attrs' (gene names)".into(),
+        })?;
+    let row_names = h5.dataset_names(&rows);
     let gene_attr = match &options.gene_attr {
         Some(a) => a.clone(),
         None => ["Gene", "gene_names", "var_names", "Accession"]
             .into_iter()
-            .find(|a| hdf::has_dataset(&rows, a))
+            .find(|a| row_names.iter().any(|n| n == a))
             .map(str::to_string)
             .ok_or_else(|| DataError::Missing {
                 path: path.to_path_buf(),
                 what: "gene names (row attribute Gene, gene_names, var_names or Accession)".into(),
             })?,
     };
-    if !hdf::has_dataset(&rows, &gene_attr) {
+    if !row_names.contains(&gene_attr) {
         return Err(DataError::Missing {
             path: path.to_path_buf(),
             what: format!("row attribute '{gene_attr}'"),
         });
     }
     let what = format!("row_attrs/{gene_attr}");
-    let gds = rows.dataset(&gene_attr).map_err(h5_err(path, &what))?;
-    let genes = hdf::read_strings(path, &gds, &what)?;
+    let gds = h5.dataset(&rows, &gene_attr, &what)?;
+    if !h5.is_string_dataset(&gds) {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            message: format!("'{what}' (the gene names) does not hold strings"),
+        });
+    }
+    let gene_shape = h5.checked_shape(&gds, &what)?;
+    if gene_shape.len() != 1 || gene_shape[0] != n_genes {
+        return Err(DataError::Shape {
+            what: format!(
+                "{}: gene names '{what}' vs rows of '/{matrix_loc}'",
+                path.display()
+            ),
+            expected: n_genes.to_string(),
+            found: format!("{gene_shape:?}"),
+        });
+    }
+    let genes = h5.read_strings(&gds, &what)?;
+
+    let values = hdf::to_f32(path, &matrix_loc, h5.read_f64(&ds, &matrix_loc)?)?;
+    let counts = CsrMatrix::from_dense(n_genes, n_cells, &values)
+        .map_err(in_file(path))?
+        .transpose();
 
     let mut obs = Vec::new();
     let mut spatial: Option<Vec<Vec<f64>>> = None;
     let mut cells: Option<Vec<String>> = None;
-    if let Some(cols) = hdf::group_at(&file, "col_attrs") {
-        let mut names = cols.datasets().unwrap_or_default();
+    if let Some(cols) = h5.group_at("col_attrs")? {
+        let mut names = h5.dataset_names(&cols);
         names.sort();
         for name in names {
             let what = format!("col_attrs/{name}");
-            let ds = cols.dataset(&name).map_err(h5_err(path, &what))?;
-            let shape = hdf::shape(path, &ds, &what)?;
-            if shape.first() != Some(&n_cells) {
+            let ds = h5.dataset(&cols, &name, &what)?;
+            let shape = h5.checked_shape(&ds, &what)?;
+            if shape.first() != Some(&n_cells) || shape.len() > 2 {
                 continue;
             }
-            if hdf::is_string_dataset(&ds) {
-                let v = hdf::read_strings(path, &ds, &what)?;
+            if h5.is_string_dataset(&ds) {
+                if shape.len() != 1 {
+                    continue;
+                }
+                let v = h5.read_strings(&ds, &what)?;
                 if cells.is_none() && ["CellID", "obs_names", "cell_names"].contains(&name.as_str())
                 {
                     cells = Some(v.clone());
@@ -97,8 +131,11 @@ pub fn read_loom(path: impl AsRef<Path>, options: &LoomOptions) -> Result<Datase
                 obs.push((name, Column::Text(v)));
                 continue;
             }
-            let v = hdf::read_f64(path, &ds, &what)?;
+            let v = h5.read_f64(&ds, &what)?;
             let width = shape.get(1).copied().unwrap_or(1);
+            if width == 0 || v.len() != n_cells * width {
+                continue;
+            }
             let lname = name.to_lowercase();
             if width == 1 {
                 obs.push((name, Column::Numeric(v)));
