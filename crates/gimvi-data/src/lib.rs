@@ -99,10 +99,27 @@ pub struct Dataset {
     pub obs: Vec<(String, Column)>,
     /// Spatial coordinates, one row of (x, y[, z]) per cell, when the file has them.
     pub spatial: Option<Vec<Vec<f64>>>,
+    /// What reading changed or noticed and a user should be told (each a full sentence naming
+    /// the source): gene names renamed to make them unique or non-empty, gene names that look
+    /// like spreadsheet dates. Empty for a clean file. See [`Dataset::new`].
+    pub warnings: Vec<String>,
 }
 
 impl Dataset {
-    /// Assembles a dataset, checking that names and annotations match the matrix shape.
+    /// Assembles a dataset, checking that names and annotations match the matrix shape, and
+    /// applies the gene-name policy (docs/reliability.md), recording each change in
+    /// [`warnings`](Dataset::warnings):
+    ///
+    /// * surrounding whitespace is trimmed, and an empty name becomes `unnamed-<column>`
+    ///   (1-based), so that every gene can be named in messages and outputs;
+    /// * a name that repeats an earlier one — compared case-insensitively, as
+    ///   [`prepare::match_genes`] compares — gets a suffix `-1`, `-2`, … (anndata's
+    ///   `var_names_make_unique` scheme), so that two columns never merge silently and the
+    ///   first occurrence keeps its name;
+    /// * names that look like dates a spreadsheet made of gene symbols (`2-Mar`, `1-Sep`,
+    ///   `1-Dec`: MARCH2, SEPT1, DEC1 …) are kept as written — mapping them back is ambiguous
+    ///   (`1-Mar` is MARCH1 or MARC1) — and listed in a warning, because they will not match
+    ///   the symbol in another dataset.
     pub fn new(
         source: impl Into<String>,
         counts: CsrMatrix,
@@ -112,6 +129,7 @@ impl Dataset {
         spatial: Option<Vec<Vec<f64>>>,
     ) -> Result<Self, DataError> {
         let source = source.into();
+        let (genes, warnings) = tidy_gene_names(&source, genes);
         let check = |what: String, expected: usize, found: usize| {
             if expected == found {
                 Ok(())
@@ -150,6 +168,7 @@ impl Dataset {
             cells,
             obs,
             spatial,
+            warnings,
         })
     }
 
@@ -184,6 +203,7 @@ impl Dataset {
                 .spatial
                 .as_ref()
                 .map(|s| rows.iter().map(|&r| s[r].clone()).collect()),
+            warnings: self.warnings.clone(),
         }
     }
 
@@ -196,8 +216,126 @@ impl Dataset {
             cells: self.cells.clone(),
             obs: self.obs.clone(),
             spatial: self.spatial.clone(),
+            warnings: self.warnings.clone(),
         }
     }
+}
+
+/// Whether a gene name looks like a date a spreadsheet made of a gene symbol: a day and an
+/// English month abbreviation, either way round (`2-Mar`, `01-Sep`, `Dec-1`), as Excel turns
+/// MARCH2, SEPT1 or DEC1 into dates.
+pub fn looks_like_spreadsheet_date(name: &str) -> bool {
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let lower = name.trim().to_ascii_lowercase();
+    let Some((a, b)) = lower.split_once('-') else {
+        return false;
+    };
+    let day = |s: &str| {
+        !s.is_empty() && s.len() <= 2 && s.bytes().all(|c| c.is_ascii_digit()) && s != "0"
+    };
+    (day(a) && MONTHS.contains(&b)) || (MONTHS.contains(&a) && day(b))
+}
+
+/// Names shown in a warning before "…".
+const WARNING_EXAMPLES: usize = 8;
+
+fn examples(items: &[String]) -> String {
+    let mut s = items
+        .iter()
+        .take(WARNING_EXAMPLES)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > WARNING_EXAMPLES {
+        s.push_str(&format!(", … ({} in all)", items.len()));
+    }
+    s
+}
+
+/// The gene-name policy of [`Dataset::new`]: trimmed, non-empty, unique case-insensitively.
+fn tidy_gene_names(source: &str, genes: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut trimmed = 0;
+    let mut unnamed = Vec::new();
+    let mut genes: Vec<String> = genes
+        .into_iter()
+        .enumerate()
+        .map(|(j, g)| {
+            let t = g.trim();
+            if t.is_empty() {
+                let name = format!("unnamed-{}", j + 1);
+                unnamed.push(name.clone());
+                name
+            } else if t.len() != g.len() {
+                trimmed += 1;
+                t.to_string()
+            } else {
+                g
+            }
+        })
+        .collect();
+    if trimmed > 0 {
+        warnings.push(format!(
+            "{source}: {trimmed} gene name(s) had spaces around them; trimmed"
+        ));
+    }
+    if !unnamed.is_empty() {
+        warnings.push(format!(
+            "{source}: {} empty gene name(s), named by their column: {}",
+            unnamed.len(),
+            examples(&unnamed)
+        ));
+    }
+    let mut taken: std::collections::HashSet<String> =
+        std::collections::HashSet::with_capacity(genes.len());
+    let mut first_seen: std::collections::HashSet<String> =
+        genes.iter().map(|g| g.to_lowercase()).collect();
+    let mut renamed = Vec::new();
+    for g in genes.iter_mut() {
+        let key = g.to_lowercase();
+        if taken.insert(key.clone()) {
+            continue;
+        }
+        let mut k = 1usize;
+        let new = loop {
+            let candidate = format!("{g}-{k}");
+            let ck = candidate.to_lowercase();
+            if !taken.contains(&ck) && !first_seen.contains(&ck) {
+                break candidate;
+            }
+            k += 1;
+        };
+        taken.insert(new.to_lowercase());
+        first_seen.insert(new.to_lowercase());
+        renamed.push(format!("{g} → {new}"));
+        *g = new;
+    }
+    if !renamed.is_empty() {
+        warnings.push(format!(
+            "{source}: {} duplicate gene name(s) (compared case-insensitively) made unique with \
+             a suffix, as anndata's var_names_make_unique does; the first occurrence keeps its \
+             name: {}",
+            renamed.len(),
+            examples(&renamed)
+        ));
+    }
+    let dates: Vec<String> = genes
+        .iter()
+        .filter(|g| looks_like_spreadsheet_date(g))
+        .cloned()
+        .collect();
+    if !dates.is_empty() {
+        warnings.push(format!(
+            "{source}: {} gene name(s) look like dates a spreadsheet made of gene symbols \
+             (MARCH2 → 2-Mar, SEPT1 → 1-Sep): {}; kept as written, so they will not match \
+             those symbols in another dataset",
+            dates.len(),
+            examples(&dates)
+        ));
+    }
+    (genes, warnings)
 }
 
 /// Errors of reading, writing and preparing data. Each names the file or dataset concerned.

@@ -325,3 +325,65 @@ fn csr_rejects_inconsistent_parts_and_writer_rejects_bad_shapes() {
     .unwrap_err();
     assert!(err.to_string().contains("gene names"), "{err}");
 }
+
+#[test]
+fn gene_names_duplicates_empty_and_spreadsheet_dates() {
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let ds = Dataset::new(
+        "genes.csv",
+        CsrMatrix::from_dense(1, 7, &[1.0; 7]).unwrap(),
+        names(&["Gad2", "GAD2", "", " Sst ", "Gad2", "Gad2-1", "2-Mar"]),
+        names(&["c1"]),
+        Vec::new(),
+        None,
+    )
+    .unwrap();
+    // The first occurrence keeps its name; later ones get the first suffix that collides
+    // with no name of the file (Gad2-1 is a later column's own name, which it keeps).
+    assert_eq!(
+        ds.genes,
+        [
+            "Gad2",
+            "GAD2-2",
+            "unnamed-3",
+            "Sst",
+            "Gad2-3",
+            "Gad2-1",
+            "2-Mar"
+        ]
+    );
+    let text = ds.warnings.join("\n");
+    for part in [
+        "genes.csv: 1 gene name(s) had spaces around them",
+        "1 empty gene name(s), named by their column: unnamed-3",
+        "2 duplicate gene name(s)",
+        "GAD2 → GAD2-2, Gad2 → Gad2-3",
+        "look like dates a spreadsheet made of gene symbols",
+        "2-Mar",
+    ] {
+        assert!(text.contains(part), "{part} not in {text}");
+    }
+    // The duplicates no longer merge in gene matching.
+    let m = match_genes(&ds, &ds).unwrap();
+    assert_eq!(m.shared.len(), 7);
+    // Clean names: no warning.
+    assert!(dataset_with(vec![1.0; 4]).warnings.is_empty());
+    for (name, date) in [
+        ("2-Mar", true),
+        ("01-Sep", true),
+        ("Dec-1", true),
+        ("1-dec", true),
+        ("MARCH2", false),
+        ("Sept1", false),
+        ("0-Mar", false),
+        ("123-Mar", false),
+        ("Mar-Sep", false),
+        ("H2-K1", false),
+    ] {
+        assert_eq!(
+            gimvi_data::looks_like_spreadsheet_date(name),
+            date,
+            "{name}"
+        );
+    }
+}

@@ -188,3 +188,28 @@ fn layer_and_raw_sources_are_reported_missing_by_name() {
     let err = read_h5ad(&p, &opts).unwrap_err().to_string();
     assert!(err.contains("layers/counts"), "{err}");
 }
+
+/// pdac_sc.h5ad keeps nine spreadsheet-mangled gene names (`2-Mar`, `4-Sep`, …) as in its
+/// source: they read as written, with a warning that lists them.
+#[test]
+fn spreadsheet_dates_in_a_real_file_are_reported() {
+    let Some(dir) = data_dir() else { return };
+    let path = dir.join("pdac_card/pdac_sc.h5ad");
+    if !path.exists() {
+        eprintln!("pdac_card/pdac_sc.h5ad absent: skipped");
+        return;
+    }
+    let ds = read_h5ad(&path, &H5adOptions::default()).unwrap();
+    let dates: Vec<&String> = ds
+        .genes
+        .iter()
+        .filter(|g| gimvi_data::looks_like_spreadsheet_date(g))
+        .collect();
+    assert_eq!(dates.len(), 9, "{dates:?}");
+    assert!(ds.genes.iter().any(|g| g == "2-Mar"));
+    let w = ds.warnings.join("\n");
+    assert!(
+        w.contains("9 gene name(s) look like dates") && w.contains("2-Mar"),
+        "{w}"
+    );
+}
