@@ -257,6 +257,13 @@ impl H5 {
         elem: u64,
     ) -> Result<(u64, String), DataError> {
         let file = format!("the file ({} bytes)", self.len);
+        let past_end = |address: u64, size: u64| {
+            self.format_err(format!(
+                "'{what}': {size} bytes of data at offset {address} run past the end of the file \
+                 ({} bytes); the file is corrupt or truncated",
+                self.len
+            ))
+        };
         Ok(match contain(&self.path, what, || d.layout())? {
             Layout::Chunked { chunk_shape, .. } => {
                 let per_chunk = chunk_shape
@@ -264,16 +271,33 @@ impl H5 {
                     .try_fold(elem, |acc, &x| acc.checked_mul(x))
                     .unwrap_or(u64::MAX);
                 match contain(&self.path, what, || d.chunks()) {
-                    Ok(chunks) => (
-                        (chunks.len() as u64).saturating_mul(per_chunk),
-                        format!("its {} stored chunks", chunks.len()),
-                    ),
+                    Ok(chunks) => {
+                        // hdf5-pure 0.47 reserves a chunk's recorded size before it checks that
+                        // the chunk lies inside the file: check here first.
+                        if let Some(c) = chunks.iter().find(|c| {
+                            c.address
+                                .checked_add(c.storage_size)
+                                .is_none_or(|end| end > self.len)
+                        }) {
+                            return Err(past_end(c.address, c.storage_size));
+                        }
+                        (
+                            (chunks.len() as u64).saturating_mul(per_chunk),
+                            format!("its {} stored chunks", chunks.len()),
+                        )
+                    }
                     Err(_) if !d.filters().is_empty() => (
                         self.len.saturating_mul(MAX_COMPRESSION_RATIO),
                         format!("{file} compressed at most {MAX_COMPRESSION_RATIO}:1"),
                     ),
                     Err(_) => (self.len, file),
                 }
+            }
+            Layout::Contiguous {
+                address: Some(address),
+                size,
+            } if address.checked_add(size).is_none_or(|end| end > self.len) => {
+                return Err(past_end(address, size));
             }
             _ => (self.len, file),
         })

@@ -96,7 +96,7 @@ pub fn read_loom(path: impl AsRef<Path>, options: &LoomOptions) -> Result<Datase
                 path.display()
             ),
             expected: n_genes.to_string(),
-            found: format!("{gene_shape:?}"),
+            found: dims(&gene_shape),
         });
     }
     let genes = h5.read_strings(&gds, &what)?;
@@ -116,7 +116,19 @@ pub fn read_loom(path: impl AsRef<Path>, options: &LoomOptions) -> Result<Datase
             let what = format!("col_attrs/{name}");
             let ds = h5.dataset(&cols, &name, &what)?;
             let shape = h5.checked_shape(&ds, &what)?;
-            if shape.first() != Some(&n_cells) || shape.len() > 2 {
+            // The loom format requires every column attribute to have one entry per cell; a
+            // different length means the matrix or the attribute is corrupt.
+            if shape.first() != Some(&n_cells) {
+                return Err(DataError::Shape {
+                    what: format!(
+                        "{}: column attribute '{what}' vs columns (cells) of '/{matrix_loc}'",
+                        path.display()
+                    ),
+                    expected: n_cells.to_string(),
+                    found: dims(&shape),
+                });
+            }
+            if shape.len() > 2 {
                 continue;
             }
             if h5.is_string_dataset(&ds) {
@@ -167,4 +179,13 @@ pub fn read_loom(path: impl AsRef<Path>, options: &LoomOptions) -> Result<Datase
         obs,
         spatial,
     )
+}
+
+/// A shape for messages: `158` or `158 × 2`.
+fn dims(shape: &[usize]) -> String {
+    shape
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(" × ")
 }
