@@ -24,11 +24,18 @@ impl CsrMatrix {
         indices: Vec<u32>,
         data: Vec<f32>,
     ) -> Result<Self, DataError> {
-        if indptr.len() != n_rows + 1 {
+        if n_rows.checked_add(1) != Some(indptr.len()) {
             return Err(DataError::Shape {
                 what: "CSR indptr length".into(),
-                expected: format!("{} (rows + 1)", n_rows + 1),
+                expected: format!("{n_rows} + 1 (rows + 1)"),
                 found: indptr.len().to_string(),
+            });
+        }
+        if u32::try_from(n_cols).is_err() {
+            return Err(DataError::Shape {
+                what: "CSR column count".into(),
+                expected: "below 2^32 (column indices are 32-bit)".into(),
+                found: n_cols.to_string(),
             });
         }
         if indices.len() != data.len() {
@@ -71,7 +78,15 @@ impl CsrMatrix {
         n_cols: usize,
         triplets: &[(usize, usize, f32)],
     ) -> Result<Self, DataError> {
-        let mut counts = vec![0usize; n_rows + 1];
+        let size_err = || DataError::Shape {
+            what: "matrix size".into(),
+            expected: "rows below 2^64 − 1 and columns below 2^32".into(),
+            found: format!("{n_rows} × {n_cols}"),
+        };
+        if u32::try_from(n_cols).is_err() {
+            return Err(size_err());
+        }
+        let mut counts = vec![0usize; n_rows.checked_add(1).ok_or_else(size_err)?];
         for &(r, c, _) in triplets {
             if r >= n_rows || c >= n_cols {
                 return Err(DataError::Shape {
@@ -100,10 +115,10 @@ impl CsrMatrix {
 
     /// Builds a matrix from a dense row-major buffer (explicit zeros are not stored).
     pub fn from_dense(n_rows: usize, n_cols: usize, values: &[f32]) -> Result<Self, DataError> {
-        if values.len() != n_rows * n_cols {
+        if n_rows.checked_mul(n_cols) != Some(values.len()) || u32::try_from(n_cols).is_err() {
             return Err(DataError::Shape {
                 what: "dense matrix buffer".into(),
-                expected: format!("{n_rows} × {n_cols} = {}", n_rows * n_cols),
+                expected: format!("{n_rows} × {n_cols} values (columns below 2^32)"),
                 found: values.len().to_string(),
             });
         }
@@ -314,9 +329,10 @@ pub(crate) struct DenseRowsToCsr {
 }
 
 impl DenseRowsToCsr {
-    /// An empty builder for rows of `n_cols` values; `n_rows` sizes the row pointer.
+    /// An empty builder for rows of `n_cols` values; `n_rows` (expected rows) sizes the row
+    /// pointer, up to [`MAX_RESERVE`](crate::text::MAX_RESERVE) rows.
     pub(crate) fn new(n_rows: usize, n_cols: usize) -> Self {
-        let mut indptr = Vec::with_capacity(n_rows + 1);
+        let mut indptr = Vec::with_capacity(n_rows.min(crate::text::MAX_RESERVE) + 1);
         indptr.push(0);
         Self {
             n_cols,
@@ -339,6 +355,11 @@ impl DenseRowsToCsr {
             }
             self.indptr.push(self.data.len());
         }
+    }
+
+    /// The number of values per row.
+    pub(crate) fn n_cols(&self) -> usize {
+        self.n_cols
     }
 
     /// The matrix of the rows pushed so far (column indices are sorted by construction).

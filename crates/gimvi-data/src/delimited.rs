@@ -3,9 +3,10 @@
 use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
 
-use crate::text::open_text;
+use crate::csr::DenseRowsToCsr;
 pub use crate::text::split_line;
-use crate::{io_err, CsrMatrix, DataError, Dataset};
+use crate::text::{line_err, open_text, BOM};
+use crate::{io_err, DataError, Dataset};
 
 /// Which way round a dense table is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +18,16 @@ pub enum Orientation {
 }
 
 /// Reads a dense table: a header line of column names, then one line per row starting with its
-/// name. The delimiter is a tab when the header contains one, else a comma. A header with one
-/// field fewer than the data lines (no corner cell, as Giotto writes) is accepted.
+/// name. The delimiter is a tab when the header contains one, else a comma, else a semicolon
+/// (spreadsheets set to a European locale). A header with one field fewer than the data lines
+/// (no corner cell, as Giotto writes) is accepted. A UTF-8 byte-order mark and CRLF line ends
+/// are accepted; blank lines are skipped; `NA` / `nan` cells are read as NaN (count validation
+/// reports them).
+///
+/// Refused with a typed error naming the file (and line): an empty file, a header without data
+/// lines, data lines without values (a single column), rows of different lengths, a cell that is
+/// not a number, text that is not UTF-8. Rows are converted to sparse form as they are read, so
+/// memory follows the non-zero values.
 pub fn read_delimited(
     path: impl AsRef<Path>,
     orientation: Orientation,
@@ -33,22 +42,31 @@ pub fn read_delimited(
     let header = lines
         .next()
         .ok_or_else(|| fmt(1, "empty file".into()))?
-        .map_err(io_err(path))?;
-    let header = header.trim_end_matches('\r');
-    let delim = if header.contains('\t') { '\t' } else { ',' };
+        .map_err(line_err(path, 1))?;
+    let header = header.trim_start_matches(BOM).trim_end_matches('\r');
+    let delim = if header.contains('\t') {
+        '\t'
+    } else if header.contains(',') {
+        ','
+    } else if header.contains(';') {
+        ';'
+    } else {
+        ','
+    };
     let mut columns = split_line(header, delim);
     let mut row_names = Vec::new();
+    let mut rows: Option<DenseRowsToCsr> = None;
     let mut values: Vec<f32> = Vec::new();
-    let mut width: Option<usize> = None;
     for (i, line) in lines.enumerate() {
-        let line = line.map_err(io_err(path))?;
+        let line_no = i + 2;
+        let line = line.map_err(line_err(path, line_no))?;
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
             continue;
         }
         let fields = split_line(line, delim);
         let n = fields.len() - 1;
-        match width {
+        let csr = match &mut rows {
             None => {
                 if columns.len() == n + 1 {
                     columns.remove(0); // corner cell
@@ -59,31 +77,71 @@ pub fn read_delimited(
                         found: columns.len().to_string(),
                     });
                 }
-                width = Some(n);
+                if n == 0 {
+                    return Err(fmt(
+                        line_no,
+                        format!(
+                            "no values after the row name '{}': is the file separated by \
+                             something other than tabs, commas or semicolons?",
+                            fields[0].chars().take(60).collect::<String>()
+                        ),
+                    ));
+                }
+                rows.insert(DenseRowsToCsr::new(0, n))
             }
-            Some(w) if w != n => {
-                return Err(DataError::Shape {
-                    what: format!("{}: values on line {}", path.display(), i + 2),
-                    expected: w.to_string(),
-                    found: n.to_string(),
-                })
+            Some(csr) => {
+                if csr.n_cols() != n {
+                    return Err(DataError::Shape {
+                        what: format!("{}: values on line {line_no}", path.display()),
+                        expected: csr.n_cols().to_string(),
+                        found: n.to_string(),
+                    });
+                }
+                csr
             }
-            _ => {}
-        }
-        row_names.push(fields[0].clone());
-        for f in &fields[1..] {
+        };
+        values.clear();
+        for (j, f) in fields[1..].iter().enumerate() {
             let t = f.trim();
             let v = if t.eq_ignore_ascii_case("nan") || t.eq_ignore_ascii_case("na") {
                 f32::NAN
             } else {
-                t.parse::<f32>()
-                    .map_err(|_| fmt(i + 2, format!("'{t}' is not a number")))?
+                t.parse::<f32>().map_err(|_| {
+                    fmt(
+                        line_no,
+                        format!(
+                            "field {} ('{}'): {}",
+                            j + 2,
+                            fields[0]
+                                .chars()
+                                .take(40)
+                                .collect::<String>()
+                                .escape_debug(),
+                            if t.is_empty() {
+                                "empty, expected a number".to_string()
+                            } else {
+                                format!(
+                                    "'{}' is not a number",
+                                    t.chars().take(40).collect::<String>().escape_debug()
+                                )
+                            }
+                        ),
+                    )
+                })?
             };
             values.push(v);
         }
+        csr.push_rows(&values, 1);
+        row_names.push(fields.into_iter().next().unwrap_or_default());
     }
-    let n_cols = columns.len();
-    let matrix = CsrMatrix::from_dense(row_names.len(), n_cols, &values)?;
+    let Some(rows) = rows else {
+        return Err(fmt(
+            2,
+            "no data lines after the header (a table needs a header line and one line per row)"
+                .into(),
+        ));
+    };
+    let matrix = rows.finish();
     let (counts, genes, cells) = match orientation {
         Orientation::GenesAsRows => (matrix.transpose(), row_names, columns),
         Orientation::CellsAsRows => (matrix, columns, row_names),

@@ -4,8 +4,8 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use crate::text::{open_text, split_line};
-use crate::{io_err, Column, CsrMatrix, DataError, Dataset};
+use crate::text::{line_err, open_text, split_line, BOM, MAX_RESERVE};
+use crate::{in_file, Column, CsrMatrix, DataError, Dataset};
 
 fn find_first(dir: &Path, names: &[&str]) -> Option<PathBuf> {
     names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
@@ -72,7 +72,7 @@ pub fn read_mtx(matrix: &Path, genes: &Path, cells: &Path) -> Result<Dataset, Da
     // Entries are (gene, cell): build cells × genes directly.
     let swapped: Vec<(usize, usize, f32)> =
         triplets.into_iter().map(|(g, c, v)| (c, g, v)).collect();
-    let counts = CsrMatrix::from_triplets(n_cells, n_genes, &swapped)?;
+    let counts = CsrMatrix::from_triplets(n_cells, n_genes, &swapped).map_err(in_file(matrix))?;
     Dataset::new(
         matrix.display().to_string(),
         counts,
@@ -86,6 +86,15 @@ pub fn read_mtx(matrix: &Path, genes: &Path, cells: &Path) -> Result<Dataset, Da
 type Triplets = Vec<(usize, usize, f32)>;
 
 /// Parses a coordinate MatrixMarket file: returns (rows, cols, 0-based triplets).
+///
+/// Accepted: `%%MatrixMarket matrix coordinate` with field `integer`, `real`, `double` or
+/// `pattern` and symmetry `general` (what 10x, `Matrix::writeMM` and `scipy.io.mmwrite` write for
+/// count matrices). Refused with a [`DataError::Format`]: other formats, `complex` values,
+/// symmetric / skew-symmetric / hermitian storage (not a count matrix), a size line declaring
+/// more entries than rows × columns or more than 2³² − 1 rows or columns, an entry outside the
+/// declared size, more or fewer entries than declared. Nothing is allocated from the declared
+/// entry count beyond [`MAX_RESERVE`](crate::text::MAX_RESERVE) entries: memory follows the
+/// entries the file really holds.
 pub fn read_matrix_market(path: &Path) -> Result<(usize, usize, Triplets), DataError> {
     let reader = open_text(path)?;
     let fmt = |line: usize, message: String| DataError::Format {
@@ -96,19 +105,40 @@ pub fn read_matrix_market(path: &Path) -> Result<(usize, usize, Triplets), DataE
     let (_, header) = lines
         .next()
         .ok_or_else(|| fmt(1, "empty file, expected a %%MatrixMarket header".into()))?;
-    let header = header.map_err(io_err(path))?;
-    let h = header.to_lowercase();
-    if !h.starts_with("%%matrixmarket matrix coordinate") {
+    let header = header.map_err(line_err(path, 1))?;
+    let header = header.trim_start_matches(BOM).trim_end();
+    let h: Vec<String> = header.split_whitespace().map(str::to_lowercase).collect();
+    if h.len() < 3 || h[0] != "%%matrixmarket" || h[1] != "matrix" || h[2] != "coordinate" {
         return Err(fmt(
             1,
-            format!("expected '%%MatrixMarket matrix coordinate …', found '{header}'"),
+            format!(
+                "expected '%%MatrixMarket matrix coordinate <field> general', found '{}'",
+                header.chars().take(80).collect::<String>()
+            ),
         ));
     }
-    let pattern = h.contains("pattern");
+    let field = h.get(3).map(String::as_str).unwrap_or("real");
+    let symmetry = h.get(4).map(String::as_str).unwrap_or("general");
+    if !["integer", "real", "double", "pattern"].contains(&field) {
+        return Err(fmt(
+            1,
+            format!("'{field}' values are not supported (integer, real or pattern counts are)"),
+        ));
+    }
+    if symmetry != "general" {
+        return Err(fmt(
+            1,
+            format!(
+                "'{symmetry}' storage is not supported: a count matrix is 'general' (every \
+                 entry written out)"
+            ),
+        ));
+    }
+    let pattern = field == "pattern";
     let mut size: Option<(usize, usize, usize)> = None;
     let mut triplets = Vec::new();
     for (i, line) in lines {
-        let line = line.map_err(io_err(path))?;
+        let line = line.map_err(line_err(path, i + 1))?;
         let t = line.trim();
         if t.is_empty() || t.starts_with('%') {
             continue;
@@ -124,13 +154,39 @@ pub fn read_matrix_market(path: &Path) -> Result<(usize, usize, Triplets), DataE
                 }
                 let p = |s: &str| {
                     s.parse::<usize>()
-                        .map_err(|_| fmt(i + 1, format!("'{s}' is not a size")))
+                        .map_err(|_| fmt(i + 1, format!("'{}' is not a size", s.escape_debug())))
                 };
-                let s = (p(fields[0])?, p(fields[1])?, p(fields[2])?);
-                triplets.reserve(s.2);
-                size = Some(s);
+                let (rows, cols, nnz) = (p(fields[0])?, p(fields[1])?, p(fields[2])?);
+                for (n, what) in [(rows, "rows"), (cols, "columns")] {
+                    if u32::try_from(n).is_err() {
+                        return Err(fmt(
+                            i + 1,
+                            format!(
+                                "{n} {what} declared: more than this reader supports (2^32 − 1)"
+                            ),
+                        ));
+                    }
+                }
+                if rows.checked_mul(cols).is_some_and(|cells| nnz > cells) {
+                    return Err(fmt(
+                        i + 1,
+                        format!(
+                            "{nnz} entries declared for a {rows} × {cols} matrix, which has only \
+                             {} positions",
+                            rows * cols
+                        ),
+                    ));
+                }
+                triplets.reserve(nnz.min(MAX_RESERVE));
+                size = Some((rows, cols, nnz));
             }
-            Some((rows, cols, _)) => {
+            Some((rows, cols, nnz)) => {
+                if triplets.len() == nnz {
+                    return Err(fmt(
+                        i + 1,
+                        format!("more entries than the {nnz} the size line declares"),
+                    ));
+                }
                 let need = if pattern { 2 } else { 3 };
                 if fields.len() < need {
                     return Err(fmt(i + 1, format!("expected 'row col value', found '{t}'")));
@@ -140,7 +196,10 @@ pub fn read_matrix_market(path: &Path) -> Result<(usize, usize, Triplets), DataE
                         Ok(v) if v >= 1 && v <= max => Ok(v - 1),
                         _ => Err(fmt(
                             i + 1,
-                            format!("index '{s}' outside 1..={max} (the declared size)"),
+                            format!(
+                                "index '{}' outside 1..={max} (the declared size)",
+                                s.escape_debug()
+                            ),
                         )),
                     }
                 };
@@ -149,9 +208,12 @@ pub fn read_matrix_market(path: &Path) -> Result<(usize, usize, Triplets), DataE
                 let v = if pattern {
                     1.0
                 } else {
-                    fields[2]
-                        .parse::<f32>()
-                        .map_err(|_| fmt(i + 1, format!("'{}' is not a number", fields[2])))?
+                    fields[2].parse::<f32>().map_err(|_| {
+                        fmt(
+                            i + 1,
+                            format!("'{}' is not a number", fields[2].escape_debug()),
+                        )
+                    })?
                 };
                 triplets.push((r, c, v));
             }
@@ -181,8 +243,13 @@ fn read_names(path: &Path) -> Result<NamesAndColumns, DataError> {
     let mut header: Vec<String> = Vec::new();
     let mut extra: Vec<Vec<String>> = Vec::new();
     for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(io_err(path))?;
+        let line = line.map_err(line_err(path, i + 1))?;
         let line = line.trim_end_matches(['\r', '\n']);
+        let line = if i == 0 {
+            line.trim_start_matches(BOM)
+        } else {
+            line
+        };
         if line.is_empty() {
             continue;
         }
