@@ -63,11 +63,11 @@ pub fn read_h5ad(path: impl AsRef<Path>, options: &H5adOptions) -> Result<Datase
         if names.len() as u64 != n {
             return Err(DataError::Shape {
                 what: format!(
-                    "{}: '{matrix_loc}' {dim} vs the '{which}' index",
+                    "{}: names in the '{which}' index vs {dim} of '{matrix_loc}'",
                     path.display()
                 ),
-                expected: names.len().to_string(),
-                found: n.to_string(),
+                expected: n.to_string(),
+                found: names.len().to_string(),
             });
         }
     }
