@@ -1,6 +1,6 @@
 //! Dense delimited text (CSV/TSV) in and out.
 
-use std::io::{BufRead, BufWriter, Write};
+use std::io::{BufRead, Write};
 use std::path::Path;
 
 use crate::csr::DenseRowsToCsr;
@@ -166,6 +166,10 @@ fn quote(s: &str) -> String {
 
 /// Writes a dense row-major matrix as CSV: a header `cell,<column names…>` then one line per
 /// row. Values are written with full `f32` precision.
+///
+/// The write is atomic, as for [`write_h5ad`](crate::h5ad::write_h5ad): a temporary file in
+/// the same folder is renamed over `path` only when complete; on error it is removed and an
+/// existing `path` is left as it was.
 pub fn write_csv(
     path: impl AsRef<Path>,
     row_names: &[String],
@@ -180,21 +184,21 @@ pub fn write_csv(
             found: values.len().to_string(),
         });
     }
-    let f = std::fs::File::create(path).map_err(io_err(path))?;
-    let mut w = BufWriter::new(f);
-    let mut header = String::from("cell");
-    for c in column_names {
-        header.push(',');
-        header.push_str(&quote(c));
-    }
-    writeln!(w, "{header}").map_err(io_err(path))?;
-    for (r, name) in row_names.iter().enumerate() {
-        let mut line = quote(name);
-        for v in &values[r * column_names.len()..(r + 1) * column_names.len()] {
-            line.push(',');
-            line.push_str(&v.to_string());
+    crate::atomic::write_atomic(path, |w| {
+        let mut header = String::from("cell");
+        for c in column_names {
+            header.push(',');
+            header.push_str(&quote(c));
         }
-        writeln!(w, "{line}").map_err(io_err(path))?;
-    }
-    w.flush().map_err(io_err(path))
+        writeln!(w, "{header}").map_err(io_err(path))?;
+        for (r, name) in row_names.iter().enumerate() {
+            let mut line = quote(name);
+            for v in &values[r * column_names.len()..(r + 1) * column_names.len()] {
+                line.push(',');
+                line.push_str(&v.to_string());
+            }
+            writeln!(w, "{line}").map_err(io_err(path))?;
+        }
+        Ok(())
+    })
 }

@@ -521,6 +521,11 @@ fn enc(kind: &str, version: &str) -> [(&'static str, AttrValue); 2] {
 
 /// Writes `out` as an AnnData file (on-disk format 0.1.0 / elements 0.2.0, as anndata 0.8+
 /// writes), readable by `anndata.read_h5ad` and scanpy.
+///
+/// The write is atomic: the file is written as `.{name}.tmp-{pid}-{n}` in the same folder and
+/// renamed over `path` only when complete and synced to disk; on any error the temporary file
+/// is removed and an existing `path` is left as it was. A `path` that is a folder, or whose
+/// folder does not exist, is a [`DataError::Io`] naming it.
 pub fn write_h5ad(path: impl AsRef<Path>, out: &H5adOutput) -> Result<(), DataError> {
     let path = path.as_ref();
     let (n, g) = (out.obs_names.len(), out.var_names.len());
@@ -671,10 +676,11 @@ pub fn write_h5ad(path: impl AsRef<Path>, out: &H5adOutput) -> Result<(), DataEr
         }
         b.add_group(gb.finish());
     }
-    b.write(path).map_err(|e| DataError::Hdf5 {
-        path: path.to_path_buf(),
-        what: "the output file".into(),
-        message: e.to_string(),
+    crate::atomic::write_atomic(path, |w| {
+        b.finish_to(w).map_err(|e| DataError::Write {
+            path: path.to_path_buf(),
+            message: format!("the HDF5 writer failed: {e}"),
+        })
     })
 }
 

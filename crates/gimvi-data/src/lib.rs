@@ -15,6 +15,7 @@
 //! the cause. The HDF5 layer is the `hdf5-pure` crate (see `docs/data.md` for the choice).
 #![warn(missing_docs)]
 
+mod atomic;
 pub mod csr;
 pub mod delimited;
 pub mod h5ad;
@@ -363,6 +364,15 @@ pub enum DataError {
         /// Object being read.
         what: String,
         /// The HDF5 reader's message.
+        message: String,
+    },
+    /// Writing an output file failed inside the file-format writer (the target, if it
+    /// existed, is unchanged: writes are atomic).
+    #[error("cannot write {path}: {message}")]
+    Write {
+        /// File concerned.
+        path: PathBuf,
+        /// What went wrong.
         message: String,
     },
     /// A required element is absent.

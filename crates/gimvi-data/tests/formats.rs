@@ -387,3 +387,114 @@ fn gene_names_duplicates_empty_and_spreadsheet_dates() {
         );
     }
 }
+
+// ----------------------------------------------------------------------------- atomic writes
+
+fn temporaries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect()
+}
+
+/// Writing onto a folder, or into a folder that does not exist, is an I/O error naming the
+/// path; nothing is created.
+#[test]
+fn writes_to_a_folder_or_a_missing_folder_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = small_output(vec![1.0; 6]);
+    let folder = dir.path().join("results");
+    std::fs::create_dir(&folder).unwrap();
+    let missing = dir.path().join("no_such_folder").join("out.h5ad");
+    for target in [&folder, &missing] {
+        let err = write_h5ad(target, &out).unwrap_err();
+        assert!(matches!(err, DataError::Io { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&target.display().to_string()),
+            "{err}"
+        );
+        let err = write_csv(target, &["c".into()], &["g".into()], &[1.0]).unwrap_err();
+        assert!(matches!(err, DataError::Io { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&target.display().to_string()),
+            "{err}"
+        );
+    }
+    assert!(folder.is_dir() && !dir.path().join("no_such_folder").exists());
+    assert!(err_mentions(&write_h5ad(&folder, &out), "is a folder"));
+    assert!(err_mentions(&write_h5ad(&missing, &out), "does not exist"));
+    assert!(temporaries(dir.path()).is_empty());
+}
+
+fn err_mentions(r: &Result<(), DataError>, text: &str) -> bool {
+    matches!(r, Err(e) if e.to_string().contains(text))
+}
+
+/// An h5ad write that fails inside the HDF5 writer (an obs column name that is not a valid
+/// HDF5 link name) leaves an existing file intact and no temporary file behind.
+#[test]
+fn failed_h5ad_write_keeps_the_existing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("result.h5ad");
+    let good = small_output(vec![0.0, 1.0, 2.0, 0.0, 3.0, 4.0]);
+    write_h5ad(&target, &good).unwrap();
+    let before = std::fs::read(&target).unwrap();
+    let mut bad = small_output(vec![9.0; 6]);
+    bad.obs
+        .push(("bad/name".into(), Column::Numeric(vec![1.0, 2.0, 3.0])));
+    let err = write_h5ad(&target, &bad).unwrap_err();
+    assert!(matches!(err, DataError::Write { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&target.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+    assert!(
+        temporaries(dir.path()).is_empty(),
+        "{:?}",
+        temporaries(dir.path())
+    );
+    // The old file still reads.
+    let ds = read_h5ad(&target, &H5adOptions::default()).unwrap();
+    assert_eq!(ds.counts.to_dense(), good.x);
+    // A successful write replaces it and leaves nothing else.
+    write_h5ad(&target, &small_output(vec![5.0; 6])).unwrap();
+    let ds = read_h5ad(&target, &H5adOptions::default()).unwrap();
+    assert_eq!(ds.counts.to_dense(), vec![5.0; 6]);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+/// In a folder the process cannot write to, the write fails with an error naming the path and
+/// an existing file there is unchanged (skipped when running with rights that ignore
+/// permissions, e.g. as root).
+#[cfg(unix)]
+#[test]
+fn read_only_folder_write_fails_and_keeps_the_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let target = ro.join("imputed.csv");
+    write_csv(&target, &["c1".into()], &["Gad2".into()], &[1.0]).unwrap();
+    let before = std::fs::read(&target).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    if std::fs::write(ro.join("probe"), b"x").is_ok() {
+        eprintln!("permissions are not enforced for this user: read-only case skipped");
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+        return;
+    }
+    let err = write_csv(&target, &["c1".into()], &["Gad2".into()], &[2.0]).unwrap_err();
+    let h5 = write_h5ad(ro.join("out.h5ad"), &small_output(vec![1.0; 6])).unwrap_err();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(matches!(err, DataError::Io { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&target.display().to_string()),
+        "{err}"
+    );
+    assert!(h5.to_string().contains("out.h5ad"), "{h5}");
+    assert_eq!(std::fs::read(&target).unwrap(), before);
+    assert!(!ro.join("out.h5ad").exists());
+    assert!(temporaries(&ro).is_empty());
+}

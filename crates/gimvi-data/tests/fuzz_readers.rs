@@ -428,6 +428,7 @@ fn variant(e: &DataError) -> &'static str {
         DataError::NoSharedGenes { .. } => "NoSharedGenes",
         DataError::NoCells { .. } => "NoCells",
         DataError::MissingDataFile { .. } => "MissingDataFile",
+        DataError::Write { .. } => "Write",
         _ => "other",
     }
 }
