@@ -449,3 +449,26 @@ pub(crate) fn to_f32(path: &Path, what: &str, v: Vec<f64>) -> Result<Vec<f32>, D
     }
     Ok(v.into_iter().map(|x| x as f32).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic inside a call into hdf5-pure becomes a typed error naming the file, the object
+    /// and the crate version.
+    #[test]
+    fn a_panic_in_the_hdf5_layer_is_contained() {
+        let path = Path::new("/data/broken.h5ad");
+        let err = contain::<()>(path, "X/indptr", || panic!("index out of bounds")).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DataError::Hdf5 { .. }), "{msg}");
+        for part in [
+            "/data/broken.h5ad",
+            "X/indptr",
+            "hdf5-pure 0.47.0",
+            "index out of bounds",
+        ] {
+            assert!(msg.contains(part), "{part} not in {msg}");
+        }
+    }
+}
