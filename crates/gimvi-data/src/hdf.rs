@@ -223,7 +223,7 @@ impl H5 {
         let capacity = self.storage_capacity(d, what, elem)?;
         if bytes > capacity.0 {
             return Err(self.format_err(format!(
-                "'{what}' declares {dims} elements ({bytes} bytes) but {} holds at most {} \
+                "'{what}' declares {dims} elements ({bytes} bytes) but {} can hold at most {} \
                  bytes for it; the file is corrupt or was not written completely",
                 capacity.1, capacity.0
             )));
@@ -233,7 +233,7 @@ impl H5 {
             .find(|&&x| x > SMALL_DIMENSION && x > capacity.0)
         {
             return Err(self.format_err(format!(
-                "'{what}' declares a dimension of {d} ({dims}) but {} holds at most {} bytes \
+                "'{what}' declares a dimension of {d} ({dims}) but {} can hold at most {} bytes \
                  for it; the file is corrupt",
                 capacity.1, capacity.0
             )));
