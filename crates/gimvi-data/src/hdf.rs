@@ -283,7 +283,7 @@ impl H5 {
                         }
                         (
                             (chunks.len() as u64).saturating_mul(per_chunk),
-                            format!("its {} stored chunks", chunks.len()),
+                            format!("its {} stored chunk(s)", chunks.len()),
                         )
                     }
                     Err(_) if !d.filters().is_empty() => (

@@ -1771,6 +1771,21 @@ fn fuzz_h5ad() {
                 });
             }
         }
+        // The 1-D dataspaces (size, unlimited max size: chunked, resizable) of X/data and
+        // X/indices (708,681 values) and of X/indptr (1,465): lengths of 2^40 and off by one.
+        for (label, old, new) in [
+            ("data/indices length 2^40", 708_681u64, 1u64 << 40),
+            ("data/indices length + 1", 708_681, 708_682),
+            ("indptr length 2^40", 1465, 1 << 40),
+            ("indptr length - 1", 1465, 1464),
+        ] {
+            if let Some(p) = patch_dims(bytes, &[old, u64::MAX], &[new, u64::MAX]) {
+                write(&path, &p);
+                h.case("huge-declared", &format!("zeisel subset {label}"), || {
+                    read_h5ad_all(&path, false)
+                });
+            }
+        }
     }
     // Truncation at evenly spaced offsets of every builder seed.
     for (label, bytes, raw) in &seeds {
