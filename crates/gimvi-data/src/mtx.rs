@@ -92,9 +92,9 @@ type Triplets = Vec<(usize, usize, f32)>;
 /// count matrices). Refused with a [`DataError::Format`]: other formats, `complex` values,
 /// symmetric / skew-symmetric / hermitian storage (not a count matrix), a size line declaring
 /// more entries than rows × columns or more than 2³² − 1 rows or columns, an entry outside the
-/// declared size, more or fewer entries than declared. Nothing is allocated from the declared
-/// entry count beyond [`MAX_RESERVE`](crate::text::MAX_RESERVE) entries: memory follows the
-/// entries the file really holds.
+/// declared size or beyond the declared count; with a [`DataError::Shape`]: fewer entries than
+/// declared. Nothing is reserved from the declared entry count beyond 2²⁰ (1,048,576) entries:
+/// memory follows the entries the file really holds.
 pub fn read_matrix_market(path: &Path) -> Result<(usize, usize, Triplets), DataError> {
     let reader = open_text(path)?;
     let fmt = |line: usize, message: String| DataError::Format {

@@ -17,10 +17,13 @@
 //! [`SOFT_ALLOC_CAP`] in one request, took longer than [`SLOW_CASE`], or gave an error that
 //! does not name its file. Counts per reader and mutation kind are printed to stderr.
 //!
-//! Budget: `GIMVI_FUZZ_CASES` (random cases per reader; defaults 6,000 for h5ad, 10x and
-//! CSV/TSV, 3,000 for loom, 2,000 for the Zeisel text layout, a tenth of that in a debug build) and
-//! `GIMVI_FUZZ_SEED` (default 1) choose a longer or different campaign; `GIMVI_FUZZ_REPORT`
-//! names a file the per-kind counts are appended to (tab-separated).
+//! Environment: `GIMVI_FUZZ_CASES` (random cases per reader; defaults 6,000 for h5ad, 10x and
+//! CSV/TSV, 3,000 for loom, 2,000 for the Zeisel text layout, a tenth of that in a debug
+//! build) and `GIMVI_FUZZ_SEED` (default 1) choose a longer or different campaign;
+//! `GIMVI_FUZZ_REPORT` names a file the per-kind counts are appended to (tab-separated);
+//! `GIMVI_FUZZ_TRACE` prints every non-random case with its outcome; `GIMVI_FUZZ_KEEP` names
+//! a folder the files of failing cases are copied to; `GIMVI_FUZZ_VERBOSE` prints one message
+//! per reader, kind and error variant.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -322,7 +325,7 @@ impl Harness {
                 self.last_outcome(&problems)
             );
         }
-        self.keep(kind, label, request, !problems.is_empty());
+        self.keep(kind, label, !problems.is_empty());
         let t = self.tally.entry(kind.to_string()).or_default();
         t.tried += 1;
         t.ok += ok;
@@ -337,13 +340,13 @@ impl Harness {
         }
     }
 
-    /// With `GIMVI_FUZZ_KEEP=<dir>`, copies the scratch files of a failing case, or of one
-    /// that asked for more than 16 MiB at once, there (for reproducing it).
-    fn keep(&self, kind: &str, label: &str, request: usize, failed: bool) {
+    /// With `GIMVI_FUZZ_KEEP=<dir>`, copies the scratch files of a failing case there (for
+    /// reproducing it).
+    fn keep(&self, kind: &str, label: &str, failed: bool) {
         let Some(keep) = std::env::var_os("GIMVI_FUZZ_KEEP") else {
             return;
         };
-        if !failed && request <= 16 << 20 {
+        if !failed {
             return;
         }
         let tag: String = format!("{}-{kind}-{label}", self.reader)
