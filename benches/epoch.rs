@@ -15,119 +15,91 @@
 //! (same genes, latent 10, 90 %, normalised values against counts / cell total) and
 //! `transcriptome` (like tutorial, but the scRNA-seq keeps all its genes).
 //!
-//! `--no-classifier-second-pass` trains the adversarial classifier on the generator step's z
-//! instead of a second encoder pass (`TrainConfig::classifier_second_pass`, on by default as in
-//! scvi-tools; `--classifier-second-pass` insists on it). `--decoder-lr-factor F` sets
-//! `TrainConfig::decoder_learning_rate_factor` (default 2; 1 is scvi-tools' single learning rate).
-//! `--cycling repeat-epoch|reshuffle` sets `TrainConfig::cycling` (default repeat-epoch, as
-//! scvi-tools). `--average-epochs N` averages the weights over the last N epochs
-//! (`TrainConfig::weight_average_epochs`, default 0). `--latent-out PREFIX` writes both
-//! datasets' latent means to `PREFIX_sc.txt` and `PREFIX_sp.txt`.
-//! `--impute-samples N` also scores, from the same model, the imputation averaged over N
-//! posterior samples of z (`spearman_per_gene_sampled`; default 0: not computed).
+//! The training options are the library's `TrainConfig` (`--classifier-second-pass false`,
+//! `--decoder-lr-factor F`, `--cycling reshuffle`, `--average-epochs N`, …; `--epochs` and
+//! `--train-fraction` default to the protocol's: 100 and 0.95 for `paper`, 200 and 0.9
+//! otherwise). `--latent-out PREFIX` writes both datasets' latent means to `PREFIX_sc.txt` and
+//! `PREFIX_sp.txt`. `--impute-samples N` also scores, from the same model, the imputation
+//! averaged over N posterior samples of z (`spearman_per_gene_sampled`; default 0: not
+//! computed).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use gimvi::data::{read_any, CsrMatrix, Dataset};
-use gimvi::likelihoods::CountLikelihood;
-use gimvi::metrics::correlation::{median, spearman};
-use gimvi::metrics::protocol::gene_folds;
-use gimvi::model::ImputeOptions;
-use gimvi::pipeline::{fit, prepare_model, ModelInputs};
-use gimvi::trainer::TrainConfig;
-use gimvi::BackendKind;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use gimvi::data::CsrMatrix;
+use gimvi::metrics::{median, spearman};
+use gimvi::paper::Table1Options;
+use gimvi::{BackendKind, CountLikelihood, Dataset, Genes, Gimvi, ImputeOptions, TrainConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Normal, Poisson};
 
 type Error = Box<dyn std::error::Error>;
 
+/// Options of the epoch bench.
+#[derive(Parser)]
 struct Args {
+    /// scRNA-seq file.
+    #[arg(long)]
     sc: Option<String>,
+    /// Spatial file.
+    #[arg(long)]
     spatial: Option<String>,
-    synthetic: Option<[usize; 4]>,
+    /// Synthetic data drawn here: n_sc,genes_sc,n_spatial,genes_spatial.
+    #[arg(long, value_delimiter = ',')]
+    synthetic: Option<Vec<usize>>,
+    /// paper, tutorial or transcriptome.
+    #[arg(long, default_value = "paper")]
     protocol: String,
-    epochs: Option<usize>,
+    /// Gene folds of the seeded split.
+    #[arg(long, default_value_t = 5)]
     folds: usize,
+    /// The fold to run.
+    #[arg(long, default_value_t = 0)]
     fold: usize,
+    /// Folds from a {gene: fold} file (scripts/anchor_folds.py).
+    #[arg(long)]
     folds_from: Option<String>,
-    seed: u64,
+    /// κ of the model.
+    #[arg(long, default_value_t = 5.0)]
     kappa: f64,
-    spatial_likelihood: CountLikelihood,
-    /// `TrainConfig::classifier_second_pass` (`None`: the default).
-    second_pass: Option<bool>,
-    /// `TrainConfig::cycling` (`None`: the default).
-    cycling: Option<gimvi::trainer::Cycling>,
-    /// `TrainConfig::decoder_learning_rate_factor` (`None`: the default).
-    decoder_lr_factor: Option<f64>,
-    /// `TrainConfig::weight_average_epochs`.
-    average_epochs: usize,
+    /// nb, poisson or zinb.
+    #[arg(long, default_value = "nb")]
+    spatial_likelihood: String,
     /// Also score the average of the imputation over this many posterior samples (0: no).
+    #[arg(long, default_value_t = 0)]
     impute_samples: usize,
-    /// Write each dataset's latent means (posterior mean of z) as whitespace-separated text to
-    /// `PREFIX_sc.txt` and `PREFIX_sp.txt`.
+    /// Write each dataset's latent means to PREFIX_sc.txt and PREFIX_sp.txt.
+    #[arg(long)]
     latent_out: Option<String>,
+    /// Compute backend.
+    #[arg(long, default_value = "auto")]
     backend: BackendKind,
+    /// Training settings.
+    #[command(flatten)]
+    train: TrainConfig,
 }
 
 fn parse() -> Result<Args, Error> {
     // `cargo bench` passes `--bench`; ignore it.
-    let raw: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let value = |flag: &str| -> Option<String> {
-        raw.iter()
-            .position(|a| a == flag)
-            .and_then(|i| raw.get(i + 1).cloned())
-    };
-    let synthetic = match value("--synthetic") {
-        None => None,
-        Some(s) => {
-            let v: Vec<usize> = s
-                .split(',')
-                .map(|p| p.trim().parse())
-                .collect::<Result<_, _>>()?;
-            if v.len() != 4 {
-                return Err("--synthetic wants n_sc,genes_sc,n_spatial,genes_spatial".into());
-            }
-            Some([v[0], v[1], v[2], v[3]])
+    let raw = std::env::args().filter(|a| a != "--bench");
+    let matches: ArgMatches = Args::command().get_matches_from(raw);
+    let mut args = Args::from_arg_matches(&matches)?;
+    // The protocol's training defaults where none was given.
+    let default =
+        |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::DefaultValue);
+    if args.protocol == "paper" {
+        let paper = Table1Options::paper_training();
+        if default("epochs") {
+            args.train.epochs = paper.epochs;
         }
-    };
-    Ok(Args {
-        sc: value("--sc"),
-        spatial: value("--spatial"),
-        synthetic,
-        protocol: value("--protocol").unwrap_or_else(|| "paper".into()),
-        epochs: value("--epochs").map(|v| v.parse()).transpose()?,
-        folds: value("--folds").map_or(Ok(5), |v| v.parse())?,
-        fold: value("--fold").map_or(Ok(0), |v| v.parse())?,
-        folds_from: value("--folds-from"),
-        seed: value("--seed").map_or(Ok(0), |v| v.parse())?,
-        kappa: value("--kappa").map_or(Ok(5.0), |v| v.parse())?,
-        spatial_likelihood: match value("--spatial-likelihood").as_deref() {
-            None | Some("nb") => CountLikelihood::Nb,
-            Some("poisson") => CountLikelihood::Poisson,
-            Some("zinb") => CountLikelihood::Zinb,
-            Some(o) => return Err(format!("unknown --spatial-likelihood {o}").into()),
-        },
-        backend: value("--backend").as_deref().unwrap_or("auto").parse()?,
-        second_pass: if std::env::args().any(|a| a == "--no-classifier-second-pass") {
-            Some(false)
-        } else if std::env::args().any(|a| a == "--classifier-second-pass") {
-            Some(true)
-        } else {
-            None
-        },
-        cycling: value("--cycling").map(|v| v.parse()).transpose()?,
-        decoder_lr_factor: value("--decoder-lr-factor")
-            .map(|v| v.parse())
-            .transpose()?,
-        average_epochs: value("--average-epochs").map_or(Ok(0), |v| v.parse())?,
-        impute_samples: value("--impute-samples").map_or(Ok(0), |v| v.parse())?,
-        latent_out: value("--latent-out"),
-    })
+        if default("train_fraction") {
+            args.train.train_fraction = paper.train_fraction;
+        }
+    }
+    args.train.kappa = args.kappa;
+    Ok(args)
 }
 
 /// The anchor's synthetic recipe: z ~ N(0, I₁₀), W ~ 0.8 N(0, 1), ρ = softmax(zW),
@@ -220,10 +192,19 @@ fn main() -> Result<(), Error> {
     // As the CLI and the examples do (docs/performance.md, attempt 8).
     gimvi::tune_allocator();
     let a = parse()?;
+    let spatial_likelihood = match a.spatial_likelihood.as_str() {
+        "nb" => CountLikelihood::Nb,
+        "poisson" => CountLikelihood::Poisson,
+        "zinb" => CountLikelihood::Zinb,
+        o => return Err(format!("unknown --spatial-likelihood {o}").into()),
+    };
     let t0 = Instant::now();
     let (sc, sp) = match (&a.synthetic, &a.sc, &a.spatial) {
-        (Some([n1, g1, n2, g2]), _, _) => synthetic(*n1, *g1, *n2, *g2, a.seed),
-        (None, Some(sc), Some(sp)) => (read_any(sc)?, read_any(sp)?),
+        (Some(v), _, _) if v.len() == 4 => synthetic(v[0], v[1], v[2], v[3], a.train.seed),
+        (Some(_), _, _) => {
+            return Err("--synthetic wants n_sc,genes_sc,n_spatial,genes_spatial".into())
+        }
+        (None, Some(sc), Some(sp)) => (gimvi::read(sc)?, gimvi::read(sp)?),
         _ => return Err("give --sc FILE --spatial FILE, or --synthetic n,g,n,g".into()),
     };
     // Shared genes in the spatial file's order (as the anchor orders them).
@@ -254,7 +235,7 @@ fn main() -> Result<(), Error> {
                 .filter(|&k| map.get(&sc.genes[shared[k].0].to_lowercase()) == Some(&a.fold))
                 .collect()
         }
-        None => gene_folds(shared.len(), a.folds, a.seed)?[a.fold].clone(),
+        None => gimvi::paper::gene_folds(shared.len(), a.folds, a.train.seed)?[a.fold].clone(),
     };
     let kept: Vec<usize> = (0..shared.len()).filter(|k| !held.contains(k)).collect();
     let paper = a.protocol == "paper";
@@ -273,91 +254,54 @@ fn main() -> Result<(), Error> {
         )
     };
     let sp_train = sp.select_genes(&kept.iter().map(|&k| shared[k].1).collect::<Vec<_>>());
-    let (n_latent, train_fraction, default_epochs) = if paper {
-        (8, 0.95, 100)
-    } else {
-        (10, 0.9, 200)
-    };
-    let epochs = a.epochs.unwrap_or(default_epochs);
-    let (config, prepared) = prepare_model(&ModelInputs {
-        sc: vec![&sc_used],
-        spatial: vec![&sp_train],
-        sc_likelihood: CountLikelihood::Zinb,
-        spatial_likelihood: a.spatial_likelihood,
-        n_latent,
-        round_counts: false,
-    })?;
+    let n_latent = if paper { 8 } else { 10 };
+    let epochs = a.train.epochs;
+    let mut model = Gimvi::builder(&sc_used)
+        .spatial(&sp_train, spatial_likelihood)
+        .latent(n_latent)
+        .backend(a.backend)
+        .build()?;
     // Spatial cells kept by preparation (those with counts on the training genes).
-    let sp_kept: Vec<usize> = {
-        let sums = sp_train.counts.row_sums();
+    let nonzero = |d: &Dataset| -> Vec<usize> {
+        let sums = d.counts.row_sums();
         (0..sums.len()).filter(|&c| sums[c] > 0.0).collect()
     };
+    let sp_kept = nonzero(&sp_train);
+    let sp_model = sp_train.select_cells(&sp_kept);
+    let sc_model = sc_used.select_cells(&nonzero(&sc_used));
     let load_s = t0.elapsed().as_secs_f64();
-    let device = a.backend.open()?.autodiff();
-    let mut train_cfg = TrainConfig {
-        epochs,
-        kappa: a.kappa,
-        train_fraction,
-        seed: a.seed,
-        progress: false,
-        weight_average_epochs: a.average_epochs,
-        ..TrainConfig::default()
-    };
-    if let Some(p) = a.second_pass {
-        train_cfg.classifier_second_pass = p;
-    }
-    if let Some(c) = a.cycling {
-        train_cfg.cycling = c;
-    }
-    if let Some(f) = a.decoder_lr_factor {
-        train_cfg.decoder_learning_rate_factor = f;
-    }
-    let counts: Vec<&CsrMatrix> = prepared.iter().map(|p| &p.data.counts).collect();
     let t1 = Instant::now();
-    let result = fit(config, &counts, &train_cfg, &device, |_| {})?;
+    model.train(&a.train)?;
     let train_s = t1.elapsed().as_secs_f64();
+    let history = model.history().remove(0);
 
-    // Impute the held-out genes (indices into G) for the kept spatial cells.
-    let held_in_g: Vec<usize> = held
+    // Impute the held-out genes for the kept spatial cells.
+    let held_names: Vec<String> = held
         .iter()
-        .map(|&k| {
-            result
-                .model
-                .gene_indices(&[sc.genes[shared[k].0].clone()])
-                .map(|v| v[0])
-        })
-        .collect::<Result<_, _>>()?;
+        .map(|&k| sc.genes[shared[k].0].clone())
+        .collect();
+    let impute = |samples: usize| {
+        model.impute(
+            &sp_model,
+            &ImputeOptions {
+                genes: Genes::List(held_names.clone()),
+                samples,
+                normalized: !paper,
+                seed: a.train.seed,
+            },
+        )
+    };
     let t2 = Instant::now();
-    let imputed = result.model.impute(
-        1,
-        &prepared[1].data.counts,
-        &held_in_g,
-        ImputeOptions {
-            samples: 0,
-            normalized: !paper,
-            seed: a.seed,
-        },
-    )?;
+    let imputed = impute(0)?;
     let impute_s = t2.elapsed().as_secs_f64();
     // The same model's imputation averaged over posterior samples (paired with the above).
     let sampled = (a.impute_samples > 0)
-        .then(|| {
-            result.model.impute(
-                1,
-                &prepared[1].data.counts,
-                &held_in_g,
-                ImputeOptions {
-                    samples: a.impute_samples,
-                    normalized: !paper,
-                    seed: a.seed,
-                },
-            )
-        })
+        .then(|| impute(a.impute_samples))
         .transpose()?;
 
     if let Some(prefix) = &a.latent_out {
-        for (m, tag) in [(0, "sc"), (1, "sp")] {
-            let z = result.model.latent(m, &prepared[m].data.counts)?;
+        for (data, tag) in [(&sc_model, "sc"), (&sp_model, "sp")] {
+            let z = model.latent(data)?;
             let text: String = z
                 .rows()
                 .into_iter()
@@ -402,38 +346,39 @@ fn main() -> Result<(), Error> {
             per_gene_sampled.insert(sc.genes[shared[k].0].clone(), rho);
         }
     }
-    let steps_cells: usize = counts.len();
-    let n_cells: usize = counts.iter().map(|c| c.n_rows()).sum();
+    let datasets = model.datasets();
+    let cells: Vec<usize> = datasets.iter().map(|d| d.cells.unwrap_or(0)).collect();
+    let n_cells: usize = cells.iter().sum();
     let report = serde_json::json!({
         "tool": format!("gimvi {} ({} backend)", env!("CARGO_PKG_VERSION"), a.backend),
         "protocol": a.protocol,
         "epochs": epochs,
         "n_latent": n_latent,
         "kappa": a.kappa,
-        "decoder_lr_factor": train_cfg.decoder_learning_rate_factor,
-        "classifier_second_pass": train_cfg.classifier_second_pass,
-        "cycling": train_cfg.cycling,
-        "weight_average_epochs": train_cfg.weight_average_epochs,
-        "seed": a.seed,
+        "decoder_lr_factor": a.train.decoder_learning_rate_factor,
+        "classifier_second_pass": a.train.classifier_second_pass,
+        "cycling": a.train.cycling,
+        "weight_average_epochs": a.train.weight_average_epochs,
+        "seed": a.train.seed,
         "fold": a.fold,
         "shared_genes": shared.len(),
         "load_s": (load_s * 1000.0).round() / 1000.0,
         "train_s": (train_s * 1000.0).round() / 1000.0,
         "s_per_epoch": (train_s / epochs as f64 * 10000.0).round() / 10000.0,
-        "first_epoch_s": result.history.first().map(|h| h.seconds),
+        "first_epoch_s": history.first().map(|h| h.seconds),
         "cells_per_s": (n_cells as f64 * epochs as f64 / train_s).round(),
         "impute_s": (impute_s * 1000.0).round() / 1000.0,
-        "sc_cells": counts[0].n_rows(),
-        "sc_genes": counts[0].n_cols(),
-        "spatial_cells": counts[1].n_rows(),
-        "spatial_genes_train": counts[1].n_cols(),
-        "datasets": steps_cells,
+        "sc_cells": cells[0],
+        "sc_genes": datasets[0].genes.len(),
+        "spatial_cells": cells[1],
+        "spatial_genes_train": datasets[1].genes.len(),
+        "datasets": datasets.len(),
         "peak_rss_mib": peak_rss_mib(),
         "spearman_per_gene": per_gene,
         "impute_samples": a.impute_samples,
         "spearman_per_gene_sampled": per_gene_sampled,
         "median_spearman": median(&rhos),
-        "history": result.history,
+        "history": history,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

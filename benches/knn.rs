@@ -6,8 +6,8 @@
 //! ```
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gimvi::metrics::knn::knn_self;
-use gimvi::metrics::ndarray::Array2;
+use gimvi_metrics::knn::knn_self;
+use ndarray::Array2;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 

@@ -1,6 +1,7 @@
 //! ZINB log-probability forward + backward on a 128 × 20,000 minibatch (one scRNA-seq
 //! minibatch at transcriptome scale), on both CPU backends: the tensor forms and the fused host
-//! path (`gimvi::likelihoods::fused`) that training uses on CPU backends.
+//! kernels (`gimvi_likelihoods::kernels`, internal) that training's custom operations run on CPU
+//! backends.
 //!
 //! ```text
 //! cargo bench --bench likelihoods
@@ -8,9 +9,10 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gimvi::burn::tensor::{Distribution, Tensor};
-use gimvi::likelihoods::fused::{fused_log_prob_rows, softmax_value_and_grad};
-use gimvi::likelihoods::{log_nb, log_zinb, CountLikelihood};
+use gimvi::likelihoods::{log_nb, log_zinb};
 use gimvi::BackendKind;
+use gimvi::CountLikelihood;
+use gimvi_likelihoods::kernels::{softmax_value_and_grad, value_and_grad};
 
 const CELLS: usize = 128;
 const GENES: usize = 20_000;
@@ -127,25 +129,27 @@ fn bench_on(c: &mut Criterion, kind: BackendKind) {
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("f32");
-    group.bench_function("fused_forward_backward", |b| {
+    let host = |t: &Tensor<2>| -> Vec<f32> {
+        t.clone()
+            .without_autodiff()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32")
+    };
+    let (mu_h, logits_h) = (host(&mu), host(&logits));
+    let theta_h = host(&log_theta.clone().exp());
+    group.bench_function("host_kernel_value_and_grad", |b| {
         b.iter(|| {
-            let mu = mu.clone().require_grad();
-            let log_theta = log_theta.clone().require_grad();
-            let logits = logits.clone().require_grad();
-            let loss = fused_log_prob_rows(
+            value_and_grad(
                 CountLikelihood::Zinb,
+                GENES,
                 &x_host,
-                mu.clone(),
-                Some(log_theta.clone().exp()),
-                Some(logits.clone()),
+                &mu_h,
+                &theta_h,
+                &logits_h,
             )
-            .sum()
-            .neg();
-            let grads = loss.backward();
-            mu.grad(&grads)
-                .expect("gradient")
-                .sum()
-                .into_scalar::<f32>()
+            .row_values[0]
         })
     });
     group.finish();

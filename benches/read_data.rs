@@ -4,10 +4,9 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gimvi::data::h5ad::{read_h5ad, H5adOptions};
-use gimvi::data::loom::{read_loom, LoomOptions};
-use gimvi::data::mtx::read_mtx;
-use gimvi::data::registry::data_dir;
+use gimvi::data::{data_dir, read_h5ad, read_loom, H5adOptions, LoomOptions};
+// The loose MatrixMarket reader is not part of the facade; the data crate has it.
+use gimvi_data::mtx::read_mtx;
 
 fn bench(c: &mut Criterion) {
     let Ok(dir) = data_dir(None) else {

@@ -14,7 +14,7 @@ mod common;
 fn main() -> std::process::ExitCode {
     common::run(common::Pair {
         name: "mPFC",
-        load: gimvi::data::registry::mpfc,
-        spatial_likelihood: gimvi::likelihoods::CountLikelihood::Nb,
+        load: gimvi::data::mpfc,
+        spatial_likelihood: gimvi::CountLikelihood::Nb,
     })
 }

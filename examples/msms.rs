@@ -14,7 +14,7 @@ mod common;
 fn main() -> std::process::ExitCode {
     common::run(common::Pair {
         name: "mSMS",
-        load: gimvi::data::registry::msms,
-        spatial_likelihood: gimvi::likelihoods::CountLikelihood::Poisson,
+        load: gimvi::data::msms,
+        spatial_likelihood: gimvi::CountLikelihood::Poisson,
     })
 }

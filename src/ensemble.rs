@@ -16,43 +16,8 @@
 //! `ensemble.json` lists every member's κ and seed. A folder written by
 //! [`GimviModel::save`] alone loads as a one-member ensemble.
 //!
-//! ```no_run
-//! use gimvi::ensemble::ModelEnsemble;
-//! use gimvi::likelihoods::CountLikelihood;
-//! use gimvi::model::ImputeOptions;
-//! use gimvi::pipeline::{prepare_model, ModelInputs};
-//! use gimvi::trainer::TrainConfig;
-//! use gimvi::BackendKind;
+//! [`crate::Gimvi`] holds one; this module is its machinery.
 //!
-//! let sc = gimvi::data::read_any("reference.h5ad")?;
-//! let spatial = gimvi::data::read_any("spatial.h5ad")?;
-//! let (config, prepared) = prepare_model(&ModelInputs {
-//!     sc: vec![&sc],
-//!     spatial: vec![&spatial],
-//!     sc_likelihood: CountLikelihood::Zinb,
-//!     spatial_likelihood: CountLikelihood::Poisson,
-//!     n_latent: 10,
-//!     round_counts: false,
-//! })?;
-//! let counts: Vec<_> = prepared.iter().map(|p| &p.data.counts).collect();
-//! let device = BackendKind::default().open()?.autodiff();
-//! // Three seeds at each of κ = 0, 1, 5: nine models.
-//! let ensemble = ModelEnsemble::fit(
-//!     &config, &counts, &TrainConfig::default(), &[0.0, 1.0, 5.0], 3, &device,
-//!     |i, n, kappa, _seed| eprintln!("model {}/{n} (κ = {kappa})", i + 1),
-//! )?;
-//! ensemble.save("model")?;
-//! // Dataset 1 is the spatial one; expected counts with their pooled posterior variance.
-//! let genes = ensemble.gene_indices(&["Lamp5".to_string()])?;
-//! let imputed = ensemble.impute(
-//!     1,
-//!     &prepared[1].data.counts,
-//!     &genes,
-//!     ImputeOptions { samples: 50, normalized: false, seed: 0 },
-//! )?;
-//! # let _ = imputed;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 use std::path::Path;
 
@@ -62,8 +27,29 @@ use gimvi_trainer::{EpochLog, TrainConfig};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::{fit, pooled_moments, PipelineError, ENSEMBLE_SEED_STRIDE};
+use crate::error::Error;
+use crate::prepare::{fit, pooled_moments, ENSEMBLE_SEED_STRIDE};
 use crate::Device;
+
+/// Callbacks of [`ModelEnsemble::fit`].
+pub struct FitObserver<'a> {
+    /// Called before model i of n trains, with its κ and seed.
+    pub on_model: &'a mut dyn FnMut(usize, usize, f64, u64),
+    /// Called after every epoch of the model training.
+    pub on_epoch: &'a mut dyn FnMut(&EpochLog),
+}
+
+#[cfg(test)]
+impl FitObserver<'static> {
+    /// An observer that reports nothing (its closures are zero-sized, so leaking them
+    /// allocates nothing).
+    pub fn quiet_observer() -> Self {
+        Self {
+            on_model: Box::leak(Box::new(|_, _, _, _| {})),
+            on_epoch: Box::leak(Box::new(|_: &EpochLog| {})),
+        }
+    }
+}
 
 /// One trained model of a [`ModelEnsemble`].
 #[derive(Debug, Clone)]
@@ -133,10 +119,11 @@ impl ModelEnsemble {
     }
 
     /// Trains `members` models at each κ of `kappas` on prepared data (as
-    /// [`crate::pipeline::fit`]): member k of every κ starts from seed
+    /// [`crate::prepare::fit`]): member k of every κ starts from seed
     /// `train.seed + k · ENSEMBLE_SEED_STRIDE` (member 0 is the model a plain fit with `train`
-    /// at that κ gives). `on_model(i, n, κ, seed)` is called before model i of n trains.
-    /// A diverging training stops the whole ensemble with its error.
+    /// at that κ gives). `observer.on_model(i, n, κ, seed)` is called before model i of n
+    /// trains, `observer.on_epoch` after each of its epochs. A diverging training stops the
+    /// whole ensemble with its error.
     pub fn fit(
         config: &ModelConfig,
         data: &[&CsrMatrix],
@@ -144,15 +131,15 @@ impl ModelEnsemble {
         kappas: &[f64],
         members: usize,
         device: &Device,
-        mut on_model: impl FnMut(usize, usize, f64, u64),
-    ) -> Result<Self, PipelineError> {
+        observer: &mut FitObserver<'_>,
+    ) -> Result<Self, Error> {
         if kappas.is_empty() || members == 0 {
-            return Err(PipelineError::Input(
+            return Err(Error::Input(
                 "an ensemble needs at least one κ and one model per κ".into(),
             ));
         }
         if let Some(bad) = kappas.iter().find(|k| !(k.is_finite() && **k >= 0.0)) {
-            return Err(PipelineError::Input(format!(
+            return Err(Error::Input(format!(
                 "κ must be a finite number ≥ 0, got {bad}"
             )));
         }
@@ -164,13 +151,19 @@ impl ModelEnsemble {
             .enumerate()
         {
             let seed = train.seed.wrapping_add(k as u64 * ENSEMBLE_SEED_STRIDE);
-            on_model(i, n, kappa, seed);
+            (observer.on_model)(i, n, kappa, seed);
             let config_k = TrainConfig {
                 kappa,
                 seed,
                 ..train.clone()
             };
-            let result = fit(config.clone(), data, &config_k, device, |_| {})?;
+            let result = fit(
+                config.clone(),
+                data,
+                &config_k,
+                device,
+                &mut *observer.on_epoch,
+            )?;
             trained.push(EnsembleMember {
                 model: result.model,
                 kappa: Some(kappa),
@@ -192,6 +185,7 @@ impl ModelEnsemble {
     }
 
     /// Always false: an ensemble has at least one model.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }

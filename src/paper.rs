@@ -6,12 +6,12 @@
 //! beside it).
 //!
 //! Methods: gimVI with κ = 0 (the δρ reference, as in Table 1), κ = 1, κ = 5 and κ chosen
-//! automatically per fold on the fold's training genes only ([`crate::pipeline::choose_kappa`]);
+//! automatically per fold on the fold's training genes only (`choose_kappa`);
 //! the average of the κ = 0, 1 and 5 models ("gimVI avg κ=0,1,5", built from those rows'
-//! fits, see [`crate::pipeline::GimviImputer::kappa_average`]); the automatic choice with that
+//! fits, see `GimviImputer::kappa_average`); the automatic choice with that
 //! average as a 4th candidate and the default ("gimVI κ*/avg", also from shared fits: the
 //! average unless the best single κ beats it by more than one standard error in the inner
-//! validation, [`crate::pipeline::KappaChoice::prefers_average`]); the paper's scVI + k-NN
+//! validation, [`KappaChoice::prefers_average`]); the paper's scVI + k-NN
 //! baseline; a per-gene-mean baseline; k-NN on the shared genes.
 
 use gimvi_data::prepare::{drop_empty_cells, match_genes, validate_counts, CountPolicy};
@@ -22,27 +22,33 @@ use std::collections::BTreeMap;
 use gimvi_metrics::correlation::{median, spearman};
 use gimvi_metrics::protocol::{
     evaluate, evaluate_with_folds, FoldTask, Imputer, ImputerError, KnnExpressionImputer,
-    MeanImputer, ProtocolConfig, ProtocolReport,
+    MeanImputer, ProtocolConfig,
 };
-use gimvi_trainer::{Cycling, TrainConfig};
+use gimvi_trainer::TrainConfig;
 use ndarray::{Array2, ArrayView2};
 use std::time::Instant;
 
-use crate::pipeline::{
-    method_name, single_dataset_latent, FoldLatent, FoldPosterior, GimviImputer, KappaChoice,
-    PipelineError, ScviKnnImputer, SharedFits, KAPPA_CANDIDATES,
-};
+use crate::error::Error;
+use crate::imputers::FoldLatent;
+pub use crate::imputers::{method_name, FoldPosterior};
+use crate::imputers::{GimviImputer, ScviKnnImputer, SharedFits};
+pub use crate::kappa::KappaChoice;
+use crate::kappa::KAPPA_CANDIDATES;
+use crate::prepare::{prepare_model, single_dataset_latent, ModelInputs};
 use crate::Device;
+use crate::{FitOptions, Kappa};
+use gimvi_data::Dataset;
+pub use gimvi_metrics::protocol::{gene_folds, GeneScore, MethodReport, ProtocolReport};
 
 /// Settings of [`table1`].
 #[derive(Debug, Clone)]
 pub struct Table1Options {
-    /// Training epochs per model (paper: 100).
-    pub epochs: usize,
+    /// Training settings of every model (the paper's protocol: 100 epochs, 95 % of the cells
+    /// for training, [`Table1Options::paper_training`]); each row sets its own κ. The seed also
+    /// draws the gene folds.
+    pub train: TrainConfig,
     /// Gene folds (paper: 5, i.e. 20 % held out).
     pub folds: usize,
-    /// Seed of the folds and of training.
-    pub seed: u64,
     /// Latent dimension (paper: 8).
     pub n_latent: usize,
     /// Likelihood of the spatial counts (Poisson for osmFISH, NB for starMAP).
@@ -58,7 +64,7 @@ pub struct Table1Options {
     /// scvi-tools' anchor script (`scripts/anchor_folds.py`).
     pub fold_of: Option<BTreeMap<String, usize>>,
     /// Report progress on stderr: one line per method and fold (with its time and the fold's
-    /// median Spearman) and, on a terminal, an epoch bar while a model trains.
+    /// median Spearman).
     pub progress: bool,
     /// Posterior samples drawn by gimVI κ = 5 (and by each member of κ = 5 ×M) in every fold
     /// for the uncertainty of the imputed genes (paper: 50; 0 = skip). Fills
@@ -69,20 +75,24 @@ pub struct Table1Options {
     /// fit, so an ensemble costs M − 1 extra trainings per method and fold, and κ*'s ensemble
     /// reuses κ*'s inner validation.
     pub ensemble: usize,
-    /// Average each model's weights over its last this-many epochs
-    /// ([`TrainConfig::weight_average_epochs`]; 0 = the last weights, as scvi-tools).
-    pub weight_average_epochs: usize,
-    /// Factor on the decoder's learning rate
-    /// ([`TrainConfig::decoder_learning_rate_factor`]; the library's default is 2, scvi-tools
-    /// trains with 1).
-    pub decoder_learning_rate_factor: f64,
-    /// Train the adversarial classifier on a second encoder pass
-    /// ([`TrainConfig::classifier_second_pass`]; default `true`, as scvi-tools).
-    pub classifier_second_pass: bool,
-    /// How the dataset with fewer cells is cycled within an epoch ([`TrainConfig::cycling`];
-    /// default [`Cycling::RepeatEpoch`], as scvi-tools).
-    pub cycling: Cycling,
 }
+
+impl Table1Options {
+    /// The paper's training settings: scvi-tools' defaults with 100 epochs and 95 % of each
+    /// dataset's cells for training (its reproduction code).
+    pub fn paper_training() -> TrainConfig {
+        TrainConfig {
+            epochs: PAPER_EPOCHS,
+            train_fraction: PAPER_TRAIN_FRACTION,
+            ..TrainConfig::default()
+        }
+    }
+}
+
+/// Epochs of the paper's evaluation (its reproduction code).
+const PAPER_EPOCHS: usize = 100;
+/// Fraction of each dataset's cells the paper's evaluation trains on.
+const PAPER_TRAIN_FRACTION: f64 = 0.95;
 
 /// Wraps an imputer and, when `print` is set, prints one line to stderr when it has finished
 /// a fold.
@@ -204,9 +214,9 @@ pub struct IntegrationCurve {
 /// Fig. 2's metrics for one fold's latents. `own_sc` and `own_spatial` are each dataset's own
 /// space, cells in the latents' order (the fold's cells, [`FoldLatent::sc_cells`] and
 /// [`FoldLatent::spatial_cells`]): [`table1`] passes, as the paper does, the latent space
-/// of a model fitted on that dataset alone ([`crate::pipeline::single_dataset_latent`]), so
+/// of a model fitted on that dataset alone (`single_dataset_latent`), so
 /// purity asks how much of each dataset's own neighbourhood structure the joint space keeps.
-pub fn integration_curve(
+pub(crate) fn integration_curve(
     method: &str,
     latent: &FoldLatent,
     own_sc: ArrayView2<'_, f32>,
@@ -275,7 +285,7 @@ pub fn table1_methods(options: &Table1Options) -> Vec<String> {
 pub fn table1(
     pair: &DatasetPair,
     options: &Table1Options,
-) -> Result<(ProtocolReport, Table1Data), PipelineError> {
+) -> Result<(ProtocolReport, Table1Data), Error> {
     let m = match_genes(&pair.sc, &pair.spatial)?;
     let mut sc = pair.sc.select_genes(&m.first_index);
     let mut sp = pair.spatial.select_genes(&m.second_index);
@@ -283,18 +293,7 @@ pub fn table1(
     validate_counts(&mut sp, CountPolicy::RequireIntegers)?;
     let (sc, sc_dropped) = drop_empty_cells(&sc)?;
     let (sp, sp_dropped) = drop_empty_cells(&sp)?;
-    let train = TrainConfig {
-        epochs: options.epochs,
-        seed: options.seed,
-        // The paper's reproduction code trains on 95 % of each dataset's cells.
-        train_fraction: 0.95,
-        progress: options.progress,
-        weight_average_epochs: options.weight_average_epochs,
-        decoder_learning_rate_factor: options.decoder_learning_rate_factor,
-        classifier_second_pass: options.classifier_second_pass,
-        cycling: options.cycling,
-        ..TrainConfig::default()
-    };
+    let train = options.train.clone();
     let shared = SharedFits::default();
     let members = options.ensemble.max(1);
     let gimvi = |kappa: f64, auto: bool, ensemble: usize| GimviImputer {
@@ -407,7 +406,7 @@ pub fn table1(
             let mut folds = vec![Vec::new(); n_folds];
             for (i, g) in sc.genes.iter().enumerate() {
                 let f = lower.get(&g.to_lowercase()).ok_or_else(|| {
-                    PipelineError::Input(format!("gene '{g}' has no fold in the given folds"))
+                    Error::Input(format!("gene '{g}' has no fold in the given folds"))
                 })?;
                 folds[*f].push(i);
             }
@@ -437,7 +436,7 @@ pub fn table1(
                 &mut methods,
                 ProtocolConfig {
                     folds: options.folds,
-                    seed: options.seed,
+                    seed: train.seed,
                 },
             ),
             Some(folds) => evaluate_with_folds(
@@ -446,10 +445,10 @@ pub fn table1(
                 sp_dense.view(),
                 &mut methods,
                 folds,
-                options.seed,
+                train.seed,
             ),
         }
-        .map_err(|e| PipelineError::Input(e.to_string()))?;
+        .map_err(|e| Error::Input(e.to_string()))?;
         drop(methods);
         let predictions: Vec<(String, Array2<f64>)> = wrapped
             .into_iter()
@@ -531,13 +530,13 @@ pub fn table1(
                 // order; checked, since the curves compare neighbourhoods row by row.
                 if latent.sc_cells != first.sc_cells || latent.spatial_cells != first.spatial_cells
                 {
-                    return Err(PipelineError::Input(format!(
+                    return Err(Error::Input(format!(
                         "{name}: its latent holds other cells than the reference spaces' fold"
                     )));
                 }
                 integration.push(
                     integration_curve(name, latent, own_sc.view(), own_sp.view(), &ks)
-                        .map_err(|e| PipelineError::Input(e.to_string()))?,
+                        .map_err(|e| Error::Input(e.to_string()))?,
                 );
             }
         }
@@ -564,9 +563,127 @@ pub fn table1(
     ))
 }
 
+/// Settings of [`evaluate_pair`].
+#[derive(Debug, Clone)]
+pub struct EvaluateOptions {
+    /// Training settings of every model.
+    pub train: TrainConfig,
+    /// The gimVI models of each fold (one, several, the average over κ, the automatic κ).
+    pub fit: FitOptions,
+    /// Latent dimension.
+    pub n_latent: usize,
+    /// Likelihood of the scRNA-seq counts.
+    pub sc_likelihood: CountLikelihood,
+    /// Likelihood of the spatial counts.
+    pub spatial_likelihood: CountLikelihood,
+    /// Gene folds.
+    pub folds: usize,
+    /// Round non-integer counts instead of refusing them.
+    pub round_counts: bool,
+    /// Training device (autodiff).
+    pub device: Device,
+}
+
+/// What [`evaluate_pair`] measured.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The shared genes that were held out and scored.
+    pub genes: Vec<String>,
+    /// Per-method, per-gene scores.
+    pub report: ProtocolReport,
+    /// The automatic κ's choice in each fold (empty unless it was asked for).
+    pub chosen_kappas: Vec<KappaChoice>,
+}
+
+/// The held-out-gene evaluation on a user's own pair: both datasets restricted to their shared
+/// genes, which are split into `folds` seeded folds; each fold's genes are hidden from the
+/// spatial data, imputed by gimVI (the models `options.fit` asks for), the per-gene mean and
+/// k-NN on the shared genes, and scored against the measurement.
+pub fn evaluate_pair(
+    sc: &Dataset,
+    spatial: &Dataset,
+    options: &EvaluateOptions,
+) -> Result<Evaluation, Error> {
+    let (config, prepared) = prepare_model(&ModelInputs {
+        sc: vec![sc],
+        spatial: vec![spatial],
+        sc_likelihood: options.sc_likelihood,
+        spatial_likelihood: options.spatial_likelihood,
+        n_latent: options.n_latent,
+        round_counts: options.round_counts,
+    })?;
+    let shared_idx = &config.datasets[1].gene_index;
+    let genes: Vec<String> = shared_idx
+        .iter()
+        .map(|&g| config.genes[g].clone())
+        .collect();
+    let sc_dense = prepared[0]
+        .data
+        .select_genes(shared_idx)
+        .counts
+        .to_dense_f64();
+    let sp_dense = prepared[1].data.counts.to_dense_f64();
+    let (auto, average) = match &options.fit.kappa {
+        Kappa::Given => (false, Vec::new()),
+        Kappa::Average(k) => (false, k.clone()),
+        Kappa::Auto {
+            candidates,
+            keep_average: true,
+        } => (true, candidates.clone()),
+        Kappa::Auto {
+            candidates,
+            keep_average: false,
+        } => {
+            if candidates.as_slice() != KAPPA_CANDIDATES {
+                return Err(Error::Input(format!(
+                    "the automatic κ of the evaluation chooses among {KAPPA_CANDIDATES:?}, or \
+                     among given κ together with their average; {candidates:?} was asked for"
+                )));
+            }
+            (true, Vec::new())
+        }
+    };
+    let members = options.fit.models_per_kappa;
+    let mut gimvi = GimviImputer {
+        name: method_name(options.train.kappa, auto, &average, members),
+        train: options.train.clone(),
+        n_latent: options.n_latent,
+        sc_likelihood: options.sc_likelihood,
+        spatial_likelihood: options.spatial_likelihood,
+        device: options.device.clone(),
+        auto_kappa: auto,
+        chosen_kappas: Vec::new(),
+        posterior_samples: 0,
+        posterior: Vec::new(),
+        record_latent: false,
+        latents: Vec::new(),
+        shared: None,
+        ensemble: members,
+        kappa_average: average,
+    };
+    let mut mean = MeanImputer;
+    let mut knn = KnnExpressionImputer::default();
+    let report = evaluate(
+        &genes,
+        sc_dense.view(),
+        sp_dense.view(),
+        &mut [&mut gimvi, &mut mean, &mut knn],
+        ProtocolConfig {
+            folds: options.folds,
+            seed: options.train.seed,
+        },
+    )
+    .map_err(|e| Error::Input(e.to_string()))?;
+    Ok(Evaluation {
+        genes,
+        report,
+        chosen_kappas: gimvi.chosen_kappas,
+    })
+}
+
 /// ln(1 + 10⁴ · x / cell total) per cell (rows), the usual log-normalisation; all-zero rows
 /// stay zero.
-pub fn log_normalise(counts: ArrayView2<'_, f64>) -> Array2<f64> {
+pub(crate) fn log_normalise(counts: ArrayView2<'_, f64>) -> Array2<f64> {
     let mut out = counts.to_owned();
     for mut row in out.rows_mut() {
         let total: f64 = row.sum();
@@ -581,7 +698,7 @@ pub fn log_normalise(counts: ArrayView2<'_, f64>) -> Array2<f64> {
 /// 10⁻⁸ × the mean column variance keeps collinear columns solvable): the fraction of y's
 /// variance the linear regression leaves unexplained. `None` if y is constant or there are
 /// fewer rows than columns + 2.
-pub fn unexplained_fraction(
+pub(crate) fn unexplained_fraction(
     x: ArrayView2<'_, f64>,
     y: ndarray::ArrayView1<'_, f64>,
 ) -> Option<f64> {

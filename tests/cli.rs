@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use gimvi::data::h5ad::{read_h5ad, H5adOptions};
+use gimvi::data::{read_h5ad, H5adOptions};
 
 fn gimvi(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gimvi"))
@@ -107,7 +107,7 @@ fn fit_impute_inspect_on_real_files() {
     let var = read_h5ad(
         &imputed,
         &H5adOptions {
-            counts: gimvi::data::h5ad::CountSource::Layer("variance".into()),
+            counts: gimvi::data::CountSource::Layer("variance".into()),
         },
     )
     .unwrap();
@@ -225,9 +225,9 @@ fn malformed_inputs_fail_with_one_line() {
     write(&fake, "plain text, not HDF5");
     assert_one_line_error(&gimvi(&["inspect", s(&fake)]), "not an HDF5 file");
     let real = t.join("real.h5ad");
-    gimvi::data::h5ad::write_h5ad(
+    gimvi_data::h5ad::write_h5ad(
         &real,
-        &gimvi::data::h5ad::H5adOutput {
+        &gimvi_data::h5ad::H5adOutput {
             obs_names: vec!["a".into(), "b".into()],
             var_names: vec!["Gad2".into()],
             x: vec![1.0, 2.0],
@@ -267,7 +267,7 @@ fn malformed_inputs_fail_with_one_line() {
         "--out",
         s(&t.join("m")),
     ]);
-    assert_one_line_error(&out, "decoder learning-rate factor 0");
+    assert_one_line_error(&out, "the decoder learning-rate factor is 0");
     let out = gimvi(&[
         "impute",
         "--model",

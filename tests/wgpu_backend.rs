@@ -22,13 +22,13 @@ use std::time::Instant;
 use gimvi::burn::tensor::{Device, Tensor, TensorData};
 use gimvi::data::CsrMatrix;
 use gimvi::likelihoods::{log_nb, log_poisson, log_zinb};
-use gimvi::metrics::correlation::spearman;
-use gimvi::model::simulate::{simulate, Simulation, SimulationConfig};
-use gimvi::model::{
+use gimvi::metrics::spearman;
+use gimvi::BackendKind;
+use gimvi_model::simulate::{simulate, Simulation, SimulationConfig};
+use gimvi_model::{
     CountLikelihood, DatasetSpec, GimviModel, ImputeOptions, LibraryModel, ModelConfig,
 };
-use gimvi::trainer::{train, TrainConfig, TrainResult};
-use gimvi::BackendKind;
+use gimvi_trainer::{train, TrainConfig, TrainResult};
 
 fn cpu() -> Device {
     BackendKind::NdArray.open().expect("ndarray backend")
@@ -178,7 +178,7 @@ fn likelihood_values_and_gradients_match_ndarray() {
 }
 
 fn model_for(sim: &Simulation, device: &Device) -> GimviModel {
-    let (log_mean, log_var) = gimvi::data::prepare::log_library_moments(&sim.sc_counts);
+    let (log_mean, log_var) = gimvi_data::prepare::log_library_moments(&sim.sc_counts);
     let sc = DatasetSpec {
         name: "scRNA-seq".into(),
         genes: sim.genes.clone(),
@@ -207,7 +207,6 @@ fn fit(sim: &Simulation, device: &Device, epochs: usize, batch_size: usize) -> T
         batch_size,
         kappa: 5.0,
         seed: 3,
-        progress: false,
         ..TrainConfig::default()
     };
     let counts: [&CsrMatrix; 2] = [&sim.sc_counts, &sim.spatial_counts];

@@ -6,12 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use gimvi::data::registry::{self, DatasetPair, Reference};
-use gimvi::likelihoods::CountLikelihood;
-use gimvi::metrics::correlation::{median, spearman};
-use gimvi::paper::{table1, worth_imputing, Table1Data, Table1Options};
-use gimvi::pipeline::method_name;
-use gimvi::BackendKind;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use gimvi::data::{DatasetPair, Reference};
+use gimvi::metrics::{median, spearman};
+use gimvi::paper::{method_name, table1, worth_imputing, FoldPosterior, Table1Data, Table1Options};
+use gimvi::{BackendKind, CountLikelihood, TrainConfig};
 
 pub struct Pair {
     pub name: &'static str,
@@ -19,11 +18,41 @@ pub struct Pair {
     pub spatial_likelihood: CountLikelihood,
 }
 
-const USAGE: &str =
-    "options: [--quick] [--epochs N] [--folds K] [--folds-from FILE.json] [--seed S] \
-[--no-auto-kappa] [--ensemble M (default 3, 1 with --quick)] [--average-epochs N] [--decoder-lr-factor F] \
-[--no-classifier-second-pass] [--cycling repeat-epoch|reshuffle] \
-[--reference auto|paper|substitute] [--data DIR] [--out DIR] [--backend auto|ndarray|flex|wgpu|cuda]";
+/// The options of the paper examples.
+#[derive(Parser)]
+struct ExampleArgs {
+    /// Smoke run: 2 epochs, one model per fold, 10 posterior samples (not a result).
+    #[arg(long)]
+    quick: bool,
+    /// Gene folds.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Use the gene folds of this file ({gene: fold}, scripts/anchor_folds.py).
+    #[arg(long)]
+    folds_from: Option<PathBuf>,
+    /// Skip the automatic κ (its inner validation trains 15 extra models per fold).
+    #[arg(long)]
+    no_auto_kappa: bool,
+    /// Models averaged per fold for the "×M" rows (default 3, 1 with --quick).
+    #[arg(long)]
+    ensemble: Option<usize>,
+    /// Reference: auto (the paper's file when present, else the substitute), paper,
+    /// substitute.
+    #[arg(long, default_value = "auto")]
+    reference: String,
+    /// Data folder (default: $GIMVI_DATA_DIR, else ../shared/data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output folder (default results/<pair>[-quick]).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Compute backend: auto, ndarray, flex, wgpu, cuda.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Training settings (the library's TrainConfig), with the paper's protocol as defaults.
+    #[command(flatten)]
+    train: TrainConfig,
+}
 
 pub fn run(pair: Pair) -> ExitCode {
     // Faster CPU training: keep large freed blocks in the heap (process-wide; see its docs).
@@ -39,49 +68,45 @@ pub fn run(pair: Pair) -> ExitCode {
 
 fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |flag: &str| -> Option<String> {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!(
-            "{} example: the paper's Table 1 protocol on real data\n{USAGE}",
+    // The paper's protocol (100 epochs, 95 % of the cells for training) as the defaults of
+    // the library's training options.
+    let paper = Table1Options::paper_training();
+    let command = ExampleArgs::command()
+        .name(pair.name.to_lowercase())
+        .about(format!(
+            "{} example: the paper's Table 1 protocol on real data",
             pair.name
-        );
-        return Ok(());
+        ))
+        .mut_arg("epochs", |a| a.default_value(paper.epochs.to_string()))
+        .mut_arg("train_fraction", |a| {
+            a.default_value(paper.train_fraction.to_string())
+        });
+    let parsed = ExampleArgs::from_arg_matches(&command.get_matches())?;
+    let quick = parsed.quick;
+    let mut train = parsed.train.clone();
+    if quick && !args.iter().any(|a| a == "--epochs") {
+        train.epochs = 2;
     }
-    let quick = args.iter().any(|a| a == "--quick");
-    let epochs: usize = value("--epochs").map_or(Ok(if quick { 2 } else { 100 }), |v| v.parse())?;
-    let folds: usize = value("--folds").map_or(Ok(5), |v| v.parse())?;
-    let seed: u64 = value("--seed").map_or(Ok(0), |v| v.parse())?;
+    let (epochs, folds, seed) = (train.epochs, parsed.folds, train.seed);
     // Extra rows: every gimVI method as an average of M models (1 = none). Three by default
     // (one with --quick): on both pairs the 3-model rows are gimvi's most accurate
-    // (docs/results.md, "Three models per fold by default"), for ~1.3× the time of one model.
-    let ensemble: usize =
-        value("--ensemble").map_or(Ok(if quick { 1 } else { 3 }), |v| v.parse())?;
+    // (docs/results.md, "Three models per fold by default").
+    let ensemble = parsed.ensemble.unwrap_or(if quick { 1 } else { 3 });
     if ensemble == 0 {
-        return Err(format!("--ensemble must be at least 1; {USAGE}").into());
+        return Err("--ensemble must be at least 1".into());
     }
-    // Each model's weights averaged over its last N epochs (0: the last weights).
-    let weight_average_epochs: usize = value("--average-epochs").map_or(Ok(0), |v| v.parse())?;
-    let defaults = gimvi::trainer::TrainConfig::default();
-    let decoder_learning_rate_factor: f64 = value("--decoder-lr-factor")
-        .map_or(Ok(defaults.decoder_learning_rate_factor), |v| v.parse())?;
-    let classifier_second_pass =
-        defaults.classifier_second_pass && !args.iter().any(|a| a == "--no-classifier-second-pass");
-    let cycling: gimvi::trainer::Cycling =
-        value("--cycling").map_or(Ok(defaults.cycling), |v| v.parse())?;
-    let reference = match value("--reference").as_deref() {
-        None | Some("auto") => Reference::PaperOrSubstitute,
-        Some("paper") => Reference::Paper,
-        Some("substitute") => Reference::Substitute,
-        Some(other) => return Err(format!("unknown --reference '{other}'; {USAGE}").into()),
+    let reference = match parsed.reference.as_str() {
+        "auto" => Reference::PaperOrSubstitute,
+        "paper" => Reference::Paper,
+        "substitute" => Reference::Substitute,
+        other => {
+            return Err(format!("unknown --reference '{other}' (auto, paper, substitute)").into())
+        }
     };
     // The data: --data, else $GIMVI_DATA_DIR, else ../shared/data when it exists.
-    let dir = match value("--data") {
-        Some(d) => PathBuf::from(d),
-        None => registry::data_dir(None).or_else(|e| {
+    let dir = match parsed.data.clone() {
+        Some(d) => d,
+        None => gimvi::data::data_dir(None).or_else(|e| {
             let fallback = PathBuf::from("../shared/data");
             if fallback.is_dir() {
                 Ok(fallback)
@@ -90,14 +115,14 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
             }
         })?,
     };
-    let backend: BackendKind = value("--backend").as_deref().unwrap_or("auto").parse()?;
-    let out = PathBuf::from(value("--out").unwrap_or_else(|| {
-        format!(
+    let backend: BackendKind = parsed.backend.parse()?;
+    let out = parsed.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
             "results/{}{}",
             pair.name.to_lowercase(),
             if quick { "-quick" } else { "" }
-        )
-    }));
+        ))
+    });
 
     let start = Instant::now();
     let data = (pair.load)(&dir, reference)?;
@@ -112,24 +137,20 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
         data.spatial.n_genes()
     );
     let options = Table1Options {
-        epochs,
+        train,
         folds,
-        seed,
         n_latent: 8,
         spatial_likelihood: pair.spatial_likelihood,
-        auto_kappa: !args.iter().any(|a| a == "--no-auto-kappa"),
+        auto_kappa: !parsed.no_auto_kappa,
         progress: true,
         posterior_samples: if quick { 10 } else { 50 },
         ensemble,
-        weight_average_epochs,
-        decoder_learning_rate_factor,
-        classifier_second_pass,
-        cycling,
         device: backend.open()?.autodiff(),
-        fold_of: match value("--folds-from") {
+        fold_of: match &parsed.folds_from {
             None => None,
             Some(path) => {
-                let text = std::fs::read_to_string(&path)
+                let path = path.display();
+                let text = std::fs::read_to_string(path.to_string())
                     .map_err(|e| format!("cannot read --folds-from {path}: {e}"))?;
                 let map: std::collections::BTreeMap<String, usize> = serde_json::from_str(&text)
                     .map_err(|e| format!("--folds-from {path}: expected {{gene: fold}}: {e}"))?;
@@ -253,7 +274,7 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
 /// and the worth-imputing score; returns the report's markdown section.
 fn figures(
     name: &str,
-    report: &gimvi::metrics::protocol::ProtocolReport,
+    report: &gimvi::paper::ProtocolReport,
     used: &Table1Data,
     options: &Table1Options,
     out: &std::path::Path,
@@ -442,7 +463,7 @@ fn figures(
 /// method, and the file name of its Fig. 3.
 struct WorthInput<'a> {
     method: &'a str,
-    posterior: &'a [gimvi::pipeline::FoldPosterior],
+    posterior: &'a [FoldPosterior],
     /// The posterior is pooled over an ensemble's members.
     pooled: bool,
     rho: Vec<Option<f64>>,

@@ -5,20 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use gimvi::data::h5ad::{write_h5ad, CountSource, H5adOptions, H5adOutput};
-use gimvi::data::loom::LoomOptions;
-use gimvi::data::prepare::library_stats;
-use gimvi::data::{Column, Dataset};
-use gimvi::ensemble::ModelEnsemble;
-use gimvi::likelihoods::CountLikelihood;
-use gimvi::metrics::protocol::{evaluate, KnnExpressionImputer, MeanImputer, ProtocolConfig};
-use gimvi::model::{ImputeOptions, LibraryModel};
-use gimvi::pipeline::{
-    choose_kappa, method_name, prepare_model, GimviImputer, ModelInputs, KAPPA_CANDIDATES,
-    KAPPA_INNER_SPLITS,
+use gimvi::data::{Column, CountSource, H5adOptions, LoomOptions};
+use gimvi::paper::{evaluate_pair, EvaluateOptions};
+use gimvi::{
+    BackendKind, CountLikelihood, Dataset, FitOptions, Genes, Gimvi, ImputeOptions, Kappa,
+    Progress, TrainConfig,
 };
-use gimvi::trainer::{Cycling, TrainConfig};
-use gimvi::BackendKind;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Parser)]
 #[command(
@@ -95,9 +88,9 @@ enum SpatialLikelihood {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// scRNA-seq reference file(s); the first defines the genes that can be imputed.
-    #[arg(long, required = true, num_args = 1..)]
-    sc: Vec<PathBuf>,
+    /// scRNA-seq reference file: its genes are the ones that can be imputed.
+    #[arg(long)]
+    sc: PathBuf,
     /// Spatial file(s), one dataset each.
     #[arg(long, required = true, num_args = 1..)]
     spatial: Vec<PathBuf>,
@@ -111,33 +104,9 @@ struct ModelArgs {
     /// picks among 0, 1 and 5 by an inner validation that hides 20 % of the spatial genes.
     #[arg(long, default_value = "5", allow_hyphen_values = true)]
     kappa: String,
-    /// Training epochs.
-    #[arg(long, default_value_t = 200)]
-    epochs: usize,
-    /// Factor on the decoder's learning rate (default: the library's, 2; 1 trains as
-    /// scvi-tools does; the trainer refuses one that is not finite and > 0).
-    #[arg(long)]
-    decoder_lr_factor: Option<f64>,
-    /// Train the adversarial classifier on the generator step's z instead of a second
-    /// stochastic pass of the updated encoders (the default, as scvi-tools); saves one
-    /// encoder pass per step.
-    #[arg(long)]
-    no_classifier_second_pass: bool,
-    /// How the dataset with fewer cells is cycled within an epoch: repeat-epoch (default, as
-    /// scvi-tools: a fresh shuffle each epoch, its minibatches repeated until the epoch ends)
-    /// or reshuffle (a fresh shuffle at every pass, running on across epochs).
-    #[arg(long)]
-    cycling: Option<Cycling>,
-    /// Average each model's weights over its last N epochs (stochastic weight averaging;
-    /// default 0: the last epoch's weights, as scvi-tools).
-    #[arg(long, default_value_t = 0)]
-    average_epochs: usize,
     /// Latent dimension.
     #[arg(long, default_value_t = 10)]
     latent: usize,
-    /// Random seed (runs with one seed are identical on the CPU).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Compute backend among those compiled in: auto (flex, else ndarray), ndarray, flex, wgpu,
     /// cuda.
     #[arg(long, default_value = "auto")]
@@ -146,19 +115,19 @@ struct ModelArgs {
     #[arg(long)]
     round: bool,
     /// Models trained per κ, each from its own seed, whose imputations are averaged (`fit`
-    /// saves them together in --out; `evaluate` averages them per fold). 1: one model, the
-    /// paper's protocol. Averaging removes much of one training's seed-to-seed noise: with 3,
-    /// the held-out-gene median Spearman rose by 0.033 (mSMS) and 0.012 (mPFC) over one model
-    /// (docs/results.md), at ENSEMBLE× the training time.
+    /// saves them together in --out; `evaluate` averages them per fold). Averaging removes much
+    /// of one training's seed-to-seed noise (docs/results.md), at ENSEMBLE× the training time.
     #[arg(long, default_value_t = 1)]
     ensemble: usize,
     /// Average the models of several κ instead of training one, e.g. `0,1,5` (each an
     /// ensemble of ENSEMBLE models): no κ has to be chosen, at one training per κ.
     /// Replaces a number given to --kappa; with `--kappa auto` the average is used unless one
-    /// κ beats it by more than one standard error in the inner validation (on the training
-    /// genes of each fold for `evaluate`, on all spatial genes for `fit`).
+    /// κ beats it by more than one standard error in the inner validation.
     #[arg(long, value_delimiter = ',', value_name = "KAPPAS")]
     average_kappas: Vec<f64>,
+    /// Training settings (the library's `TrainConfig`).
+    #[command(flatten)]
+    train: TrainConfig,
     #[command(flatten)]
     read: ReadArgs,
 }
@@ -224,34 +193,41 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn read(path: &Path, args: &ReadArgs) -> Result<Dataset> {
     let name = path.to_string_lossy().to_lowercase();
-    if name.ends_with(".h5ad") {
+    let ds = if name.ends_with(".h5ad") {
         let counts = match args.layer.as_deref() {
             None => CountSource::X,
             Some("raw") => CountSource::Raw,
             Some(l) => CountSource::Layer(l.to_string()),
         };
-        return Ok(gimvi::data::h5ad::read_h5ad(path, &H5adOptions { counts })?);
-    }
-    if name.ends_with(".loom") {
-        return Ok(gimvi::data::loom::read_loom(
+        gimvi::data::read_h5ad(path, &H5adOptions { counts })?
+    } else if name.ends_with(".loom") {
+        gimvi::data::read_loom(
             path,
             &LoomOptions {
                 gene_attr: args.gene_attr.clone(),
                 layer: args.layer.clone(),
             },
-        )?);
-    }
-    Ok(gimvi::data::read_any(path)?)
+        )?
+    } else {
+        gimvi::read(path)?
+    };
+    Ok(ds)
 }
 
-fn device(name: &str) -> Result<gimvi::Device> {
-    let kind: BackendKind = name.parse()?;
-    Ok(kind.open()?.autodiff())
+fn backend(name: &str) -> Result<BackendKind> {
+    Ok(name.parse::<BackendKind>()?)
 }
 
 fn say(quiet: bool, text: impl AsRef<str>) {
     if !quiet {
         eprintln!("{}", text.as_ref());
+    }
+}
+
+/// What the reader noticed about a file (renamed or spreadsheet-mangled gene names, …).
+fn warn_about(quiet: bool, ds: &Dataset) {
+    for w in &ds.warnings {
+        say(quiet, format!("warning: {}: {w}", ds.source));
     }
 }
 
@@ -264,7 +240,15 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
             (a.min(v), b.max(v))
         });
-    let stats = library_stats(&ds);
+    // Library sizes (total counts per cell).
+    let mut library = ds.counts.row_sums();
+    library.sort_by(f64::total_cmp);
+    let zero_cells = library.iter().filter(|&&v| v == 0.0).count();
+    let (lib_min, lib_max) = (
+        library.first().copied().unwrap_or(0.0),
+        library.last().copied().unwrap_or(0.0),
+    );
+    let lib_median = gimvi::metrics::median(&library).unwrap_or(0.0);
     let cells = ds.n_cells().max(1) * ds.n_genes().max(1);
     println!("file        {}", args.file.display());
     println!("cells       {}", ds.n_cells());
@@ -286,7 +270,7 @@ fn inspect(args: &InspectArgs) -> Result<()> {
     );
     println!(
         "library     median {:.0}, range {:.0}–{:.0}, {} cells with zero counts",
-        stats.median, stats.min, stats.max, stats.zero_cells
+        lib_median, lib_min, lib_max, zero_cells
     );
     let show: Vec<&str> = ds.genes.iter().take(8).map(String::as_str).collect();
     println!("first genes {}", show.join(", "));
@@ -328,8 +312,8 @@ fn kappa(args: &ModelArgs) -> Result<Option<f64>> {
     }
 }
 
-/// Refuses ensemble settings that cannot train, before any file is read.
-fn check_ensemble(args: &ModelArgs) -> Result<()> {
+/// The training settings and the models to train, checked before any file is read.
+fn plan(args: &ModelArgs) -> Result<(TrainConfig, FitOptions)> {
     if args.ensemble == 0 {
         return Err("--ensemble must be at least 1 (models trained per κ)".into());
     }
@@ -342,28 +326,29 @@ fn check_ensemble(args: &ModelArgs) -> Result<()> {
             format!("--average-kappas: every κ must be a finite number ≥ 0, got {bad}").into(),
         );
     }
-    Ok(())
-}
-
-fn train_config(args: &ModelArgs, quiet: bool) -> Result<TrainConfig> {
-    let mut config = TrainConfig {
-        epochs: args.epochs,
-        kappa: kappa(args)?.unwrap_or(5.0),
-        seed: args.seed,
-        progress: !quiet,
-        weight_average_epochs: args.average_epochs,
-        ..TrainConfig::default()
+    let given = kappa(args)?;
+    let train = TrainConfig {
+        kappa: given.unwrap_or(5.0),
+        ..args.train.clone()
     };
-    if let Some(factor) = args.decoder_lr_factor {
-        config.decoder_learning_rate_factor = factor;
-    }
-    if args.no_classifier_second_pass {
-        config.classifier_second_pass = false;
-    }
-    if let Some(cycling) = args.cycling {
-        config.cycling = cycling;
-    }
-    Ok(config)
+    train.validate()?;
+    let kappa = match (given, args.average_kappas.is_empty()) {
+        (None, true) => Kappa::Auto {
+            candidates: vec![0.0, 1.0, 5.0],
+            keep_average: false,
+        },
+        (None, false) => Kappa::Auto {
+            candidates: args.average_kappas.clone(),
+            keep_average: true,
+        },
+        (Some(_), true) => Kappa::Given,
+        (Some(_), false) => Kappa::Average(args.average_kappas.clone()),
+    };
+    let options = FitOptions {
+        kappa,
+        models_per_kappa: args.ensemble,
+    };
+    Ok((train, options))
 }
 
 fn likelihoods(args: &ModelArgs) -> (CountLikelihood, CountLikelihood) {
@@ -379,142 +364,105 @@ fn likelihoods(args: &ModelArgs) -> (CountLikelihood, CountLikelihood) {
     (sc, sp)
 }
 
+/// A progress reporter for training: an epoch bar per model on a terminal, notes as lines.
+fn progress_reporter(quiet: bool) -> impl FnMut(Progress<'_>) {
+    let mut bar: Option<ProgressBar> = None;
+    move |p| {
+        if quiet {
+            return;
+        }
+        match p {
+            Progress::Note(text) => eprintln!("{text}"),
+            Progress::Model {
+                index,
+                count,
+                kappa,
+                seed,
+            } => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                if count > 1 {
+                    eprintln!("model {}/{count}: κ = {kappa}, seed {seed}", index + 1);
+                }
+            }
+            Progress::Epoch { log, epochs } => {
+                let b = bar.get_or_insert_with(|| {
+                    let b = ProgressBar::with_draw_target(
+                        Some(epochs as u64),
+                        ProgressDrawTarget::stderr(),
+                    );
+                    b.set_style(
+                        ProgressStyle::with_template(
+                            "{spinner} epoch {pos}/{len} [{bar:30}] {msg} (ETA {eta})",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    b
+                });
+                b.set_message(format!(
+                    "loss {:.3} rec {:.3} kl {:.3}{}",
+                    log.loss,
+                    log.reconstruction,
+                    log.kl,
+                    log.validation_loss
+                        .map(|v| format!(" val {v:.3}"))
+                        .unwrap_or_default()
+                ));
+                b.inc(1);
+                if log.epoch + 1 == epochs {
+                    b.finish_and_clear();
+                    bar = None;
+                }
+            }
+        }
+    }
+}
+
 fn fit_command(args: &FitArgs, quiet: bool) -> Result<()> {
     let a = &args.model;
-    check_ensemble(a)?;
-    let auto = kappa(a)?.is_none();
-    let device = device(&a.backend)?;
-    let sc: Vec<Dataset> =
-        a.sc.iter()
-            .map(|p| read(p, &a.read))
-            .collect::<Result<_>>()?;
+    let (train, options) = plan(a)?;
+    let kind = backend(&a.backend)?;
+    let sc = read(&a.sc, &a.read)?;
+    warn_about(quiet, &sc);
     let sp: Vec<Dataset> = a
         .spatial
         .iter()
         .map(|p| read(p, &a.read))
         .collect::<Result<_>>()?;
     let (sc_lik, sp_lik) = likelihoods(a);
-    let (config, prepared) = prepare_model(&ModelInputs {
-        sc: sc.iter().collect(),
-        spatial: sp.iter().collect(),
-        sc_likelihood: sc_lik,
-        spatial_likelihood: sp_lik,
-        n_latent: a.latent,
-        round_counts: a.round,
-    })?;
-    for (spec, p) in config.datasets.iter().zip(&prepared) {
+    let mut builder = Gimvi::builder(&sc)
+        .reference_likelihood(sc_lik)
+        .latent(a.latent)
+        .round_counts(a.round)
+        .backend(kind);
+    for ds in &sp {
+        warn_about(quiet, ds);
+        builder = builder.spatial(ds, sp_lik);
+    }
+    let mut model = builder.build()?;
+    for d in model.datasets() {
         say(
             quiet,
             format!(
                 "{}: {} cells × {} genes used ({} empty cells dropped, {} genes not in the reference{})",
-                spec.name,
-                p.data.n_cells(),
-                p.data.n_genes(),
-                p.dropped_cells,
-                p.unused_genes.len(),
-                if p.rounded > 0 { format!(", {} values rounded", p.rounded) } else { String::new() }
+                d.name,
+                d.cells.unwrap_or(0),
+                d.genes.len(),
+                d.dropped_cells,
+                d.unused_genes,
+                if d.rounded > 0 { format!(", {} values rounded", d.rounded) } else { String::new() }
             ),
         );
     }
-    let counts: Vec<&gimvi::data::CsrMatrix> = prepared.iter().map(|p| &p.data.counts).collect();
-    let mut tc = train_config(a, quiet)?;
-    // The κ whose models are trained: one, or every κ of the average.
-    let mut kappas = if a.average_kappas.is_empty() {
-        vec![tc.kappa]
-    } else {
-        a.average_kappas.clone()
-    };
-    if auto {
-        let candidates = if a.average_kappas.is_empty() {
-            KAPPA_CANDIDATES.to_vec()
-        } else {
-            a.average_kappas.clone()
-        };
-        let listed: Vec<String> = candidates.iter().map(f64::to_string).collect();
-        say(
-            quiet,
-            format!(
-                "choosing κ among {}{}: {KAPPA_INNER_SPLITS} inner splits, each hiding 20 % of the spatial genes …",
-                listed.join(", "),
-                if a.average_kappas.is_empty() { "" } else { " and their average" }
-            ),
-        );
-        let choice = choose_kappa(
-            &config,
-            &counts,
-            &candidates,
-            &TrainConfig {
-                progress: false,
-                ..tc.clone()
-            },
-            &device,
-        )?;
-        let scores: Vec<String> = choice
-            .scores
-            .iter()
-            .map(|(k, r)| format!("κ={k}: {r:.3}"))
-            .chain(choice.average_score.map(|r| format!("average: {r:.3}")))
-            .collect();
-        say(
-            quiet,
-            format!(
-                "best single κ = {} (median Spearman over {} inner held-out genes: {})",
-                choice.kappa,
-                choice.inner_genes,
-                scores.join(", ")
-            ),
-        );
-        let margin = choice
-            .margin_over_average()
-            .map(|(m, se)| format!(" (by {m:+.3} ± {se:.3} per inner gene)"))
-            .unwrap_or_default();
-        if !a.average_kappas.is_empty() && choice.prefers_average() {
-            say(
-                quiet,
-                format!(
-                    "κ = {} does not clearly beat the average{margin}: the models of every κ are kept and averaged",
-                    choice.kappa
-                ),
-            );
-        } else {
-            if choice.prefers_average() {
-                say(
-                    quiet,
-                    format!(
-                        "note: κ = {} does not clearly beat the average of κ = 0, 1, 5{margin}; \
-                         add --average-kappas 0,1,5 to keep that average instead (what the \
-                         evaluation recommends, docs/results.md)",
-                        choice.kappa
-                    ),
-                );
-            }
-            kappas = vec![choice.kappa];
-        }
-        tc.kappa = choice.kappa;
-    }
-    let total = kappas.len() * a.ensemble;
-    let ensemble = ModelEnsemble::fit(
-        &config,
-        &counts,
-        &tc,
-        &kappas,
-        a.ensemble,
-        &device,
-        |i, n, kappa, seed| {
-            if n > 1 {
-                say(
-                    quiet,
-                    format!("model {}/{n}: κ = {kappa}, seed {seed}", i + 1),
-                );
-            }
-        },
-    )?;
-    ensemble.save(&args.out)?;
-    let finals: Vec<String> = ensemble
-        .members()
+    model.train_with(&train, &options, progress_reporter(quiet))?;
+    model.save(&args.out)?;
+    let history = model.history();
+    let finals: Vec<String> = history
         .iter()
-        .map(|m| {
-            let last = m.history.last();
+        .map(|h| {
+            let last = h.last();
             format!(
                 "{:.3}{}",
                 last.map_or(f64::NAN, |l| l.loss),
@@ -524,15 +472,15 @@ fn fit_command(args: &FitArgs, quiet: bool) -> Result<()> {
             )
         })
         .collect();
-    let epochs = ensemble.members()[0].history.len();
+    let epochs = history.first().map_or(0, Vec::len);
     say(
         quiet,
         format!(
             "trained {} ({epochs} epochs; final loss {}); written to {}",
-            if total == 1 {
+            if model.models() == 1 {
                 "1 model".to_string()
             } else {
-                format!("{total} models, imputed as their average")
+                format!("{} models, imputed as their average", model.models())
             },
             finals.join(", "),
             args.out.display()
@@ -542,150 +490,47 @@ fn fit_command(args: &FitArgs, quiet: bool) -> Result<()> {
 }
 
 fn impute_command(args: &ImputeArgs, quiet: bool) -> Result<()> {
-    let device = device(&args.backend)?;
-    let model = ModelEnsemble::load(&args.model, &device)?;
+    let model = Gimvi::load(&args.model, backend(&args.backend)?)?;
     let ds = read(&args.spatial, &args.read)?;
-    // Which dataset of the model: the observed-library dataset whose genes the file covers best.
-    let lower: Vec<String> = ds.genes.iter().map(|g| g.to_lowercase()).collect();
-    let (m, spec) = model
-        .config()
-        .datasets
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| matches!(s.library, LibraryModel::Observed))
-        .max_by_key(|(_, s)| {
-            s.genes
-                .iter()
-                .filter(|g| lower.contains(&g.to_lowercase()))
-                .count()
-        })
-        .ok_or("the model has no spatial dataset")?;
-    let mut cols = Vec::with_capacity(spec.genes.len());
-    let mut missing = Vec::new();
-    for g in &spec.genes {
-        match lower.iter().position(|x| *x == g.to_lowercase()) {
-            Some(i) => cols.push(i),
-            None => missing.push(g.clone()),
-        }
-    }
-    if !missing.is_empty() {
-        return Err(format!(
-            "{} lacks {} of the {} genes the model was trained on (e.g. {})",
-            args.spatial.display(),
-            missing.len(),
-            spec.genes.len(),
-            missing[..missing.len().min(5)].join(", ")
-        )
-        .into());
-    }
-    let mut sub = ds.select_genes(&cols);
-    gimvi::data::prepare::validate_counts(&mut sub, gimvi::data::prepare::CountPolicy::AllowReal)?;
-    let gene_names: Vec<String> = match (&args.genes, args.all) {
-        (Some(list), _) => list
-            .iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect(),
-        (None, true) => model.config().genes.clone(),
-        (None, false) => model
-            .config()
-            .genes
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !spec.gene_index.contains(i))
-            .map(|(_, g)| g.clone())
-            .collect(),
+    warn_about(quiet, &ds);
+    let genes = match (&args.genes, args.all) {
+        (Some(list), _) => Genes::List(list.clone()),
+        (None, true) => Genes::All,
+        (None, false) => Genes::Unmeasured,
     };
-    if gene_names.is_empty() {
-        return Err("no gene to impute (the file measures every reference gene; use --all)".into());
-    }
-    let genes = model.gene_indices(&gene_names)?;
     let imputed = model.impute(
-        m,
-        &sub.counts,
-        &genes,
-        ImputeOptions {
+        &ds,
+        &ImputeOptions {
+            genes,
             samples: args.samples,
             normalized: args.normalized,
             seed: args.seed,
         },
     )?;
-    let latent = model.latent(m, &sub.counts)?;
     let out_name = args.out.to_string_lossy().to_lowercase();
     if out_name.ends_with(".csv") {
-        gimvi::data::delimited::write_csv(
-            &args.out,
-            &sub.cells,
-            &gene_names,
-            imputed.mean.as_slice().ok_or("non-contiguous output")?,
-        )?;
-        if let Some(var) = &imputed.variance {
-            let var_path = args.out.with_extension("variance.csv");
-            gimvi::data::delimited::write_csv(
-                &var_path,
-                &sub.cells,
-                &gene_names,
-                var.as_slice().ok_or("non-contiguous output")?,
-            )?;
+        let written = imputed.write_csv(&args.out)?;
+        if let Some(var_path) = written.get(1) {
             say(
                 quiet,
                 format!("variances written to {}", var_path.display()),
             );
         }
     } else {
-        let mut obsm = vec![(
-            "X_gimvi".to_string(),
-            latent.iter().copied().collect(),
-            model.config().n_latent,
-        )];
-        if let Some(sp) = &sub.spatial {
-            let d = sp.first().map_or(0, Vec::len);
-            if d > 0 {
-                obsm.push((
-                    "spatial".into(),
-                    sp.iter().flatten().map(|&v| v as f32).collect(),
-                    d,
-                ));
-            }
-        }
-        let out = H5adOutput {
-            obs_names: sub.cells.clone(),
-            var_names: gene_names.clone(),
-            x: imputed.mean.iter().copied().collect(),
-            layers: imputed
-                .variance
-                .as_ref()
-                .map(|v| vec![("variance".to_string(), v.iter().copied().collect())])
-                .unwrap_or_default(),
-            obsm,
-            obs: sub.obs.clone(),
-            uns: vec![
-                ("gimvi_version".into(), env!("CARGO_PKG_VERSION").into()),
-                ("gimvi_models".into(), model.len().to_string()),
-                (
-                    "gimvi_values".into(),
-                    if args.normalized {
-                        "normalized expression".into()
-                    } else {
-                        "expected counts".into()
-                    },
-                ),
-            ],
-        };
-        write_h5ad(&args.out, &out)?;
+        imputed.write_h5ad(&args.out)?;
     }
     say(
         quiet,
         format!(
             "imputed {} genes in {} cells{}{}; written to {}",
-            gene_names.len(),
-            sub.n_cells(),
-            if model.len() > 1 {
-                format!(" as the average of {} models", model.len())
+            imputed.genes.len(),
+            imputed.cells.len(),
+            if imputed.models > 1 {
+                format!(" as the average of {} models", imputed.models)
             } else {
                 String::new()
             },
-            match (&imputed.variance, model.len()) {
+            match (&imputed.variance, imputed.models) {
                 (None, _) => String::new(),
                 (Some(_), 1) => format!(" with variances over {} samples", args.samples),
                 (Some(_), _) => format!(
@@ -701,74 +546,41 @@ fn impute_command(args: &ImputeArgs, quiet: bool) -> Result<()> {
 
 fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
     let a = &args.model;
-    if a.sc.len() != 1 || a.spatial.len() != 1 {
-        return Err("evaluate takes exactly one --sc and one --spatial file".into());
+    if a.spatial.len() != 1 {
+        return Err("evaluate takes exactly one --spatial file".into());
     }
-    check_ensemble(a)?;
-    let device = device(&a.backend)?;
-    let sc = read(&a.sc[0], &a.read)?;
+    let (train, fit) = plan(a)?;
+    let device = backend(&a.backend)?.open()?.autodiff();
+    let sc = read(&a.sc, &a.read)?;
     let sp = read(&a.spatial[0], &a.read)?;
-    let (sc_lik, sp_lik) = likelihoods(a);
-    // The paper's protocol: both datasets restricted to their shared genes.
-    let (config, prepared) = prepare_model(&ModelInputs {
-        sc: vec![&sc],
-        spatial: vec![&sp],
-        sc_likelihood: sc_lik,
-        spatial_likelihood: sp_lik,
-        n_latent: a.latent,
-        round_counts: a.round,
-    })?;
-    let shared_idx = &config.datasets[1].gene_index;
-    let shared: Vec<String> = shared_idx
-        .iter()
-        .map(|&g| config.genes[g].clone())
-        .collect();
-    let sc_cols: Vec<usize> = shared_idx.clone();
-    let sc_shared = prepared[0].data.select_genes(&sc_cols);
-    let sc_dense = sc_shared.counts.to_dense_f64();
-    let sp_dense = prepared[1].data.counts.to_dense_f64();
-    say(
-        quiet,
-        format!("{} shared genes, {} folds", shared.len(), args.folds),
-    );
-    let auto = kappa(a)?.is_none();
-    let mut gimvi = GimviImputer {
-        name: method_name(
-            kappa(a)?.unwrap_or(0.0),
-            auto,
-            &a.average_kappas,
-            a.ensemble,
-        ),
-        train: train_config(a, true)?,
-        n_latent: a.latent,
-        sc_likelihood: sc_lik,
-        spatial_likelihood: sp_lik,
-        device,
-        auto_kappa: auto,
-        chosen_kappas: Vec::new(),
-        posterior_samples: 0,
-        posterior: Vec::new(),
-        record_latent: false,
-        latents: Vec::new(),
-        shared: None,
-        ensemble: a.ensemble,
-        kappa_average: a.average_kappas.clone(),
-    };
-    let mut mean = MeanImputer;
-    let mut knn = KnnExpressionImputer::default();
-    let report = evaluate(
-        &shared,
-        sc_dense.view(),
-        sp_dense.view(),
-        &mut [&mut gimvi, &mut mean, &mut knn],
-        ProtocolConfig {
+    warn_about(quiet, &sc);
+    warn_about(quiet, &sp);
+    let (sc_likelihood, spatial_likelihood) = likelihoods(a);
+    let evaluation = evaluate_pair(
+        &sc,
+        &sp,
+        &EvaluateOptions {
+            train,
+            fit,
+            n_latent: a.latent,
+            sc_likelihood,
+            spatial_likelihood,
             folds: args.folds,
-            seed: a.seed,
+            round_counts: a.round,
+            device,
         },
     )?;
-    println!("{}", report.to_markdown());
-    if auto {
-        let chosen: Vec<String> = gimvi
+    say(
+        quiet,
+        format!(
+            "{} shared genes, {} folds",
+            evaluation.genes.len(),
+            args.folds
+        ),
+    );
+    println!("{}", evaluation.report.to_markdown());
+    if !evaluation.chosen_kappas.is_empty() {
+        let chosen: Vec<String> = evaluation
             .chosen_kappas
             .iter()
             .map(|c| {
@@ -785,7 +597,7 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
         );
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, report.to_json())?;
+        std::fs::write(path, evaluation.report.to_json())?;
         say(quiet, format!("report written to {}", path.display()));
     }
     Ok(())
@@ -818,13 +630,14 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gimvi::Cycling;
 
-    fn fit_config(extra: &[&str]) -> TrainConfig {
+    fn fit_plan(extra: &[&str]) -> (TrainConfig, FitOptions) {
         let mut argv = vec!["gimvi", "fit", "--sc", "a.h5ad", "--spatial", "b.h5ad"];
         argv.extend_from_slice(extra);
         argv.extend_from_slice(&["--out", "m"]);
         match Cli::try_parse_from(argv).expect("valid arguments").command {
-            Command::Fit(args) => train_config(&args.model, true).expect("valid settings"),
+            Command::Fit(args) => plan(&args.model).expect("valid settings"),
             _ => unreachable!("a fit command"),
         }
     }
@@ -833,22 +646,36 @@ mod tests {
     /// (the decoder's rate ×2, the classifier on a second encoder pass, scvi-tools' cycling).
     #[test]
     fn training_flags_set_the_train_config() {
-        let default = fit_config(&[]);
-        assert_eq!(default.decoder_learning_rate_factor, 2.0);
-        assert!(default.classifier_second_pass);
-        assert_eq!(default.cycling, Cycling::RepeatEpoch);
-        let set = fit_config(&[
+        let (default, options) = fit_plan(&[]);
+        assert_eq!(default, TrainConfig::default());
+        assert_eq!(options, FitOptions::default());
+        let (set, options) = fit_plan(&[
             "--decoder-lr-factor",
             "1",
-            "--no-classifier-second-pass",
+            "--classifier-second-pass",
+            "false",
             "--cycling",
             "reshuffle",
             "--kappa",
             "1",
+            "--epochs",
+            "7",
+            "--ensemble",
+            "2",
+            "--average-kappas",
+            "0,1",
         ]);
         assert_eq!(set.decoder_learning_rate_factor, 1.0);
         assert!(!set.classifier_second_pass);
         assert_eq!(set.cycling, Cycling::Reshuffle);
         assert_eq!(set.kappa, 1.0);
+        assert_eq!(set.epochs, 7);
+        assert_eq!(
+            options,
+            FitOptions {
+                kappa: Kappa::Average(vec![0.0, 1.0]),
+                models_per_kappa: 2,
+            }
+        );
     }
 }

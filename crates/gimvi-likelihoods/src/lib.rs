@@ -12,7 +12,9 @@
 //!   form, accurate in `f32` up to counts of 10⁵ (see [`count`] for the derivation);
 //! * [`kl_normal_standard`], [`kl_normal`]: the Gaussian KL terms of the two ELBOs;
 //! * [`lgamma`]: ln Γ for float tensors (burn has none), differentiable, gradient = digamma;
-//! * [`CountLikelihood`]: the per-dataset choice (ZINB | NB | Poisson) as a value.
+//! * [`CountLikelihood`]: the per-dataset choice (ZINB | NB | Poisson) as a value;
+//! * [`device`]: whether a device is one of the CPU backends, where gimvi runs its host
+//!   kernels instead of chains of tensor operations.
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -34,6 +36,7 @@
 /// generic one), so that the AVX2 build is the same safe code compiled for wider vectors. The
 /// check runs on every call: put it around per-row or per-task kernels, inside rayon closures,
 /// so that the worker threads execute the vector code.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! simd_dispatch {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?
@@ -62,8 +65,10 @@ macro_rules! simd_dispatch {
 }
 
 pub mod count;
+pub mod device;
 mod fastmath;
-pub mod fused;
+#[doc(hidden)]
+pub mod kernels;
 pub mod kl;
 pub mod special;
 

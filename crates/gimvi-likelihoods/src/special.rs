@@ -174,7 +174,7 @@ pub fn expm1<const D: usize>(v: Tensor<D>) -> Tensor<D> {
 /// `log1p` is the accurate libm one) that single op, elsewhere [`log1p_series`] (~25 ops).
 /// Arguments below −1 give −∞.
 pub fn log1p<const D: usize>(v: Tensor<D>) -> Tensor<D> {
-    if crate::fused::is_host_device(&v.device()) {
+    if crate::device::host_kernels(&v.device()) {
         v.clamp_min(-1.0).log1p()
     } else {
         log1p_series(v)

@@ -1,34 +1,20 @@
-//! The host path for the layers that touch every gene, on CPU backends.
+//! Host kernels for the layers that touch every gene, on CPU backends.
 //!
 //! At transcriptome scale two kinds of layer see all G genes of a minibatch: the first layers
 //! of the scRNA-seq encoders (private and library, input `[cells, G]`) and the decoder's output
 //! heads (ρ and dropout logits, output `[cells, G]`). Run as burn ops, each is a dense
-//! `[128, 20,000]` matrix product forward and backward plus copies of `[128, 20,000]` buffers
-//! between the host (where the fused likelihood runs) and the tensors. On CPU backends the
-//! model evaluates them on the host instead:
+//! `[128, 20,000]` matrix product forward and backward plus copies of `[128, 20,000]` buffers.
+//! On CPU backends [`crate::ops`] runs them as custom operations built from the kernels here:
 //!
 //! * **Encoder input layers on sparse input.** ln(1 + x) of a minibatch is mostly zeros (93 %
 //!   in the synthetic transcriptome benchmark, ~95 % in UMI data), so Y = X W is computed from
-//!   the non-zero entries only ([`SparseRows::matmul`]). Y enters the graph as a leaf that
-//!   retains its gradient ∂Y; after backward, ∂W = Xᵀ ∂Y is again a sparse product
-//!   ([`SparseRows::t_matmul`]). The bias stays in the graph.
-//! * **Decoder output heads.** The logits l = h W + b (h is `[cells, d]` with d the latent or
-//!   last hidden width) are computed on the host and fed to the fused likelihood
-//!   ([`gimvi_likelihoods::fused::softmax_value_and_grad`]), which returns ∂ ln p / ∂l per
-//!   element. The per-cell ln p enters the graph as a leaf o with the surrogate
-//!   o + Σ_j (h_j − sg(h_j)) (∂l Wᵀ)_j, so autodiff carries the gradient to h and the encoders;
-//!   after backward, with ∂o the leaf's gradient (the loss weight of each cell),
-//!   ∂W = hᵀ diag(∂o) ∂l and ∂b = Σ_n ∂o_n ∂l_n.
-//!
-//! The parameter gradients of both are returned as [`HostGrad`]s in the forward output and
-//! added to burn's by the trainer ([`HostGrad::gradients`]). The results equal the tensor path
-//! up to float summation order (`host_path_matches_tensor_path` in this crate's tests).
+//!   the non-zero entries only ([`SparseRows::matmul`]) and ∂W = Xᵀ ∂Y is again a sparse
+//!   product ([`SparseRows::t_matmul`]).
+//! * **Decoder output heads.** The logits l = h W + b are computed on the host
+//!   ([`dense_matmul`]) and fed to the likelihood kernel; backward, with ∂o the upstream
+//!   gradient of each cell's ln p, ∂h = ∂o ∂l Wᵀ ([`matmul_t`]), ∂W = hᵀ diag(∂o) ∂l and
+//!   ∂b = Σ_n ∂o_n ∂l_n ([`head_param_grads`]).
 
-use std::sync::Arc;
-
-use burn::module::ParamId;
-use burn::tensor::{Gradients, Tensor, TensorData};
-use gimvi_likelihoods::fused::host_vec;
 use rayon::prelude::*;
 
 /// Datasets with at least this many genes take the host path on CPU backends; narrower ones
@@ -172,6 +158,7 @@ impl SparseRows {
     }
 
     /// Number of stored (non-zero) entries.
+    #[cfg(test)]
     pub fn nnz(&self) -> usize {
         self.val_of.len()
     }
@@ -351,21 +338,20 @@ fn dense_rows_body<const FMA: bool>(
     }
 }
 
-/// `c ← a b + beta c` for an `m × k` matrix `a` and a `k × n` matrix `b`, each given by its
-/// row and column strides (so transposes are free), into the row-major `m × n` `c`: a small
-/// dense product through `matrixmultiply`'s packed kernels (AVX2/FMA detected at run time).
+/// A matrix operand of [`gemm`]: its elements and its (row, column) strides, so that a
+/// transpose is only a swap of the strides.
+pub(crate) type Strided<'a> = (&'a [f32], (usize, usize));
+
+/// `c ← a b + beta c` for an `m × k` matrix `a` and a `k × n` matrix `b` (`(m, k, n)` =
+/// `dims`) into the row-major `m × n` `c`: a small dense product through `matrixmultiply`'s
+/// packed kernels (AVX2/FMA detected at run time).
 ///
 /// # Panics
 /// If a slice is too short for the extents and strides given.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    (rsa, csa): (usize, usize),
-    b: &[f32],
-    (rsb, csb): (usize, usize),
+    (m, k, n): (usize, usize, usize),
+    (a, (rsa, csa)): Strided<'_>,
+    (b, (rsb, csb)): Strided<'_>,
     beta: f32,
     c: &mut [f32],
 ) {
@@ -439,14 +425,28 @@ fn matmul_t_body<const FMA: bool>(d: &[f32], w: &[f32], k: usize, cols: usize, o
     }
 }
 
+/// The inputs of a decoder head's parameter gradients ([`head_param_grads`]).
+pub(crate) struct HeadGrad<'a> {
+    /// The head's input h, row-major `rows × k`.
+    pub h: &'a [f32],
+    /// The upstream gradient of each cell's ln p, `rows`.
+    pub d_o: &'a [f32],
+    /// ∂ ln p / ∂l of the head's logits, row-major `rows × cols`.
+    pub d: &'a [f32],
+    /// The head's input width.
+    pub k: usize,
+    /// The model columns the head's `cols` columns are (`None`: all, in order).
+    pub genes: Option<&'a [usize]>,
+    /// The model's gene count (the full head's width).
+    pub n_genes: usize,
+}
+
 gimvi_likelihoods::simd_dispatch!(
-    /// The output head's ∂W (`k × cols`) and ∂b (`cols`) for the block of columns starting
-    /// at `c0`: ∂W_j += h_nj ∂o_n D_n and ∂b += ∂o_n D_n over the rows n.
+    /// The output head's ∂W (`k × width`, stored in `dw_t`) and ∂b (`width` = `db.len()`) for
+    /// the block of columns starting at `c0`: ∂W_j += h_nj ∂o_n D_n and ∂b += ∂o_n D_n over
+    /// the rows n.
     fn output_grad_task(
-        h: &[f32],
-        d_o: &[f32],
-        d: &[f32],
-        k: usize,
+        g: &HeadGrad<'_>,
         cols: usize,
         c0: usize,
         dw_t: &mut [f32],
@@ -454,25 +454,21 @@ gimvi_likelihoods::simd_dispatch!(
     ) = output_grad_body::<true>, output_grad_body::<false>;
 );
 
-/// `dw_t` is the block's ∂W stored `k × width` (width = `db.len()`).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn output_grad_body<const FMA: bool>(
-    h: &[f32],
-    d_o: &[f32],
-    d: &[f32],
-    k: usize,
+    g: &HeadGrad<'_>,
     cols: usize,
     c0: usize,
     dw_t: &mut [f32],
     db: &mut [f32],
 ) {
+    let (h, k) = (g.h, g.k);
     let width = db.len();
-    for (r, &s) in d_o.iter().enumerate() {
+    for (r, &s) in g.d_o.iter().enumerate() {
         if s == 0.0 {
             continue;
         }
-        let d_r = &d[r * cols + c0..r * cols + c0 + width];
+        let d_r = &g.d[r * cols + c0..r * cols + c0 + width];
         axpy::<FMA>(db, s, d_r);
         for j in 0..k {
             let hs = h[r * k + j] * s;
@@ -481,176 +477,46 @@ fn output_grad_body<const FMA: bool>(
     }
 }
 
-/// A gradient of a host-path layer's parameters, completed after backward from the gradient
-/// that autodiff left on a leaf (see the module docs).
-#[derive(Debug, Clone)]
-pub struct HostGrad {
-    kind: HostGradKind,
-}
-
-#[derive(Debug, Clone)]
-enum HostGradKind {
-    /// Encoder input layer: ∂W = Xᵀ ∂Y with ∂Y the leaf's gradient (`[rows, d_out]`).
-    SparseInput {
-        weight: ParamId,
-        leaf: Tensor<2>,
-        x: Arc<SparseRows>,
-        d_out: usize,
-    },
-    /// Decoder output head l = h W + b restricted to `genes` of the `n_genes` columns:
-    /// ∂W[:, genes] = hᵀ diag(∂o) D and ∂b[genes] = Σ_n ∂o_n D_n, ∂o the leaf's gradient
-    /// (`[rows, 1]`).
-    Output {
-        weight: ParamId,
-        bias: Option<ParamId>,
-        leaf: Tensor<2>,
-        h: Arc<Vec<f32>>,
-        k: usize,
-        d: Vec<f32>,
-        genes: Option<Arc<Vec<usize>>>,
-        n_genes: usize,
-    },
-}
-
-/// One parameter's gradient from a [`HostGrad`], to be added to burn's.
-#[derive(Debug, Clone)]
-pub enum ParamGrad {
-    /// A matrix parameter (a weight).
-    Matrix(ParamId, Tensor<2>),
-    /// A vector parameter (a bias).
-    Vector(ParamId, Tensor<1>),
-}
-
-impl HostGrad {
-    pub(crate) fn sparse_input(
-        weight: ParamId,
-        leaf: Tensor<2>,
-        x: Arc<SparseRows>,
-        d_out: usize,
-    ) -> Self {
-        Self {
-            kind: HostGradKind::SparseInput {
-                weight,
-                leaf,
-                x,
-                d_out,
-            },
+/// A decoder head's ∂W (`k × n_genes`, row-major) and ∂b (`n_genes`): each row of D weighted by
+/// ∂o_n, by blocks of columns (threaded), laid out as `k × cols` and scattered to the model
+/// columns the head decoded (zero elsewhere).
+pub(crate) fn head_param_grads(g: &HeadGrad<'_>) -> (Vec<f32>, Vec<f32>) {
+    let rows = g.d_o.len();
+    let cols = g.d.len() / rows.max(1);
+    let (k, n_genes) = (g.k, g.n_genes);
+    let blocks: Vec<(Vec<f32>, Vec<f32>)> = (0..cols.div_ceil(COL_BLOCK))
+        .into_par_iter()
+        .map(|bi| {
+            let c0 = bi * COL_BLOCK;
+            let width = COL_BLOCK.min(cols - c0);
+            let mut dw_t = vec![0.0f32; k * width];
+            let mut db = vec![0.0f32; width];
+            output_grad_task(g, cols, c0, &mut dw_t, &mut db);
+            (dw_t, db)
+        })
+        .collect();
+    let mut dw = vec![0.0f32; k * cols];
+    let mut db = Vec::with_capacity(cols);
+    for (bi, (dw_t, db_b)) in blocks.iter().enumerate() {
+        let (c0, width) = (bi * COL_BLOCK, db_b.len());
+        for j in 0..k {
+            dw[j * cols + c0..j * cols + c0 + width]
+                .copy_from_slice(&dw_t[j * width..(j + 1) * width]);
         }
+        db.extend_from_slice(db_b);
     }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn output(
-        weight: ParamId,
-        bias: Option<ParamId>,
-        leaf: Tensor<2>,
-        h: Arc<Vec<f32>>,
-        k: usize,
-        d: Vec<f32>,
-        genes: Option<Arc<Vec<usize>>>,
-        n_genes: usize,
-    ) -> Self {
-        Self {
-            kind: HostGradKind::Output {
-                weight,
-                bias,
-                leaf,
-                h,
-                k,
-                d,
-                genes,
-                n_genes,
-            },
-        }
-    }
-
-    /// The parameter gradients, given the gradients of the backward pass through the loss this
-    /// forward output fed. Empty when the loss did not depend on the layer. The tensors are on
-    /// the device (and backend) of burn's own gradients, ready to be added to them.
-    pub fn gradients(&self, grads: &Gradients) -> Vec<ParamGrad> {
-        match &self.kind {
-            HostGradKind::SparseInput {
-                weight,
-                leaf,
-                x,
-                d_out,
-            } => {
-                let Some(dy) = leaf.grad(grads) else {
-                    return Vec::new();
-                };
-                let device = dy.device();
-                let dw = x.t_matmul(&host_vec(dy), *d_out);
-                vec![ParamGrad::Matrix(
-                    *weight,
-                    Tensor::from_data(TensorData::new(dw, [x.cols(), *d_out]), &device),
-                )]
-            }
-            HostGradKind::Output {
-                weight,
-                bias,
-                leaf,
-                h,
-                k,
-                d,
-                genes,
-                n_genes,
-            } => {
-                let Some(d_o) = leaf.grad(grads) else {
-                    return Vec::new();
-                };
-                let device = d_o.device();
-                let d_o = host_vec(d_o);
-                let rows = d_o.len();
-                let cols = d.len() / rows.max(1);
-                // ∂W (k × cols over the head's genes) and ∂b, each row of D weighted by ∂o_n,
-                // by blocks of columns (threaded), then laid out as k × cols.
-                let (k, n_genes) = (*k, *n_genes);
-                let blocks: Vec<(Vec<f32>, Vec<f32>)> = (0..cols.div_ceil(COL_BLOCK))
-                    .into_par_iter()
-                    .map(|bi| {
-                        let c0 = bi * COL_BLOCK;
-                        let width = COL_BLOCK.min(cols - c0);
-                        let mut dw_t = vec![0.0f32; k * width];
-                        let mut db = vec![0.0f32; width];
-                        output_grad_task(h, &d_o, d, k, cols, c0, &mut dw_t, &mut db);
-                        (dw_t, db)
-                    })
-                    .collect();
-                let mut dw = vec![0.0f32; k * cols];
-                let mut db = Vec::with_capacity(cols);
-                for (bi, (dw_t, db_b)) in blocks.iter().enumerate() {
-                    let (c0, width) = (bi * COL_BLOCK, db_b.len());
-                    for j in 0..k {
-                        dw[j * cols + c0..j * cols + c0 + width]
-                            .copy_from_slice(&dw_t[j * width..(j + 1) * width]);
-                    }
-                    db.extend_from_slice(db_b);
+    match g.genes {
+        None => (dw, db),
+        Some(genes) => {
+            let mut full_w = vec![0.0f32; k * n_genes];
+            let mut full_b = vec![0.0f32; n_genes];
+            for (c, &gene) in genes.iter().enumerate() {
+                for j in 0..k {
+                    full_w[j * n_genes + gene] = dw[j * cols + c];
                 }
-                let (dw, db) = match genes {
-                    None => (dw, db),
-                    Some(genes) => {
-                        let mut full_w = vec![0.0f32; k * n_genes];
-                        let mut full_b = vec![0.0f32; n_genes];
-                        for (c, &g) in genes.iter().enumerate() {
-                            for j in 0..k {
-                                full_w[j * n_genes + g] = dw[j * cols + c];
-                            }
-                            full_b[g] = db[c];
-                        }
-                        (full_w, full_b)
-                    }
-                };
-                let mut out = vec![ParamGrad::Matrix(
-                    *weight,
-                    Tensor::from_data(TensorData::new(dw, [k, n_genes]), &device),
-                )];
-                if let Some(b) = bias {
-                    out.push(ParamGrad::Vector(
-                        *b,
-                        Tensor::from_data(TensorData::new(db, [n_genes]), &device),
-                    ));
-                }
-                out
+                full_b[gene] = db[c];
             }
+            (full_w, full_b)
         }
     }
 }

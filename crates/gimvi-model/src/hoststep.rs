@@ -22,12 +22,13 @@ use burn::module::ParamId;
 use burn::nn::{BatchNorm, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
 use gimvi_data::CsrMatrix;
-use gimvi_likelihoods::fused::{host_vec, is_host_device, softmax_value_and_grad};
+use gimvi_likelihoods::device::{host_kernels, host_vec};
+use gimvi_likelihoods::kernels::softmax_value_and_grad;
 use rayon::prelude::*;
 
+use crate::batch::dense_rows;
 use crate::config::{LibraryModel, ModelConfig};
-use crate::host::{gemm, ln_1p_count, ln_1p_table, ParamGrad, HOST_PATH_MIN_GENES};
-use crate::model::dense_rows;
+use crate::host::{gemm, ln_1p_count, ln_1p_table, HOST_PATH_MIN_GENES};
 use crate::module::{
     dropout_mask, normal_host, Classifier, FcBlock, GimviModule, ModelRng, MIN_OBSERVED_LIBRARY,
     VAR_EPS,
@@ -36,7 +37,13 @@ use crate::module::{
 /// y = x W + b for `x` `rows × d_in` and `W` `d_in × d_out` (row-major).
 fn affine(x: &[f32], w: &[f32], b: &[f32], rows: usize, d_in: usize, d_out: usize) -> Vec<f32> {
     let mut y = b.repeat(rows);
-    gemm(rows, d_in, d_out, x, (d_in, 1), w, (d_out, 1), 1.0, &mut y);
+    gemm(
+        (rows, d_in, d_out),
+        (x, (d_in, 1)),
+        (w, (d_out, 1)),
+        1.0,
+        &mut y,
+    );
     y
 }
 
@@ -44,13 +51,9 @@ fn affine(x: &[f32], w: &[f32], b: &[f32], rows: usize, d_in: usize, d_out: usiz
 fn times_t(dy: &[f32], w: &[f32], rows: usize, d_in: usize, d_out: usize) -> Vec<f32> {
     let mut dx = vec![0.0f32; rows * d_in];
     gemm(
-        rows,
-        d_out,
-        d_in,
-        dy,
-        (d_out, 1),
-        w,
-        (1, d_out),
+        (rows, d_out, d_in),
+        (dy, (d_out, 1)),
+        (w, (1, d_out)),
         0.0,
         &mut dx,
     );
@@ -61,17 +64,22 @@ fn times_t(dy: &[f32], w: &[f32], rows: usize, d_in: usize, d_out: usize) -> Vec
 fn t_times(x: &[f32], dy: &[f32], rows: usize, d_in: usize, d_out: usize) -> Vec<f32> {
     let mut dw = vec![0.0f32; d_in * d_out];
     gemm(
-        d_in,
-        rows,
-        d_out,
-        x,
-        (1, d_in),
-        dy,
-        (d_out, 1),
+        (d_in, rows, d_out),
+        (x, (1, d_in)),
+        (dy, (d_out, 1)),
         0.0,
         &mut dw,
     );
     dw
+}
+
+/// One parameter's gradient from the host step, on burn's gradient device.
+#[derive(Debug, Clone)]
+pub(crate) enum ParamGrad {
+    /// A matrix parameter (a weight, ln θ).
+    Matrix(ParamId, Tensor<2>),
+    /// A vector parameter (a bias, a BatchNorm scale or shift).
+    Vector(ParamId, Tensor<1>),
 }
 
 /// Parameter gradients accumulated on the host, by parameter.
@@ -395,16 +403,13 @@ fn gaussian_draw(
 impl GaussianDraw {
     /// ∂h of the two heads, given ∂ of the draw (`d_draw`) and of the mean and variance
     /// directly (`d_mean`, `d_var`, the KL terms); head gradients into `grads`.
-    #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
-        mean_l: &HostLinear,
-        var_l: &HostLinear,
+        (mean_l, var_l): (&HostLinear, &HostLinear),
         h: &[f32],
         rows: usize,
         d_draw: &[f32],
-        mut d_mean: Vec<f32>,
-        d_var: Vec<f32>,
+        (mut d_mean, d_var): (Vec<f32>, Vec<f32>),
         grads: &mut HostGrads,
     ) -> Vec<f32> {
         // s = m + √v ε: ∂m += ∂s, ∂v += ∂s ε / (2 √v); v = exp(a) + floor: ∂a = ∂v exp(a).
@@ -426,21 +431,32 @@ impl GaussianDraw {
 
 /// The result of [`GimviModule::host_step`].
 #[derive(Debug)]
-pub struct HostStep {
+pub(crate) struct HostStep {
     /// Mean over the step's cells of −ln p(x | z, ℓ) (the trainer's reconstruction term).
-    pub reconstruction: f64,
+    pub(crate) reconstruction: f64,
     /// Mean over the step's cells of the KL terms (unweighted by β).
-    pub kl: f64,
+    pub(crate) kl: f64,
     /// The classifier's "fool" loss (unweighted by κ), when a classifier took part.
-    pub fool: Option<f64>,
+    pub(crate) fool: Option<f64>,
     /// Gradients of rec + β kl + κ fool with respect to the module's parameters, on burn's
     /// gradient device.
-    pub grads: Vec<ParamGrad>,
+    pub(crate) grads: Vec<ParamGrad>,
     /// The sampled z of every cell, datasets in order (`[cells, n_latent]` row-major), for the
     /// classifier's own step.
-    pub z: Vec<f32>,
+    pub(crate) z: Vec<f32>,
     /// The dataset of each row of `z`.
-    pub labels: Vec<usize>,
+    pub(crate) labels: Vec<usize>,
+}
+
+/// Which cross-entropy [`HostClassifier::loss`] computes.
+#[derive(Debug, Clone, Copy)]
+struct LossKind {
+    /// The encoders' "fool" target (uniform over the other datasets) instead of the true one.
+    fool: bool,
+    /// The factor on the loss and its gradients (κ).
+    weight: f64,
+    /// Whether ∂z is wanted.
+    need_dz: bool,
 }
 
 /// A classifier on the host.
@@ -458,20 +474,22 @@ impl HostClassifier {
     }
 
     /// Cross-entropy of `z` against per-row target distributions over the datasets (one-hot
-    /// of the label, or uniform over the other datasets when `fool`), averaged over rows and
-    /// scaled by `weight`; its value (unscaled), ∂z (scaled) when `need_dz`, and the
-    /// classifier's parameter gradients into `grads` when given.
-    #[allow(clippy::too_many_arguments)]
+    /// of the label, or uniform over the other datasets when `kind.fool`), averaged over rows
+    /// and scaled by `kind.weight`; its value (unscaled), ∂z (scaled) when `kind.need_dz`, and
+    /// the classifier's parameter gradients into `grads` when given.
     fn loss(
         &mut self,
         z: &[f32],
         labels: &[usize],
-        fool: bool,
-        weight: f64,
-        need_dz: bool,
+        kind: LossKind,
         mut grads: Option<&mut HostGrads>,
         rng: &mut ModelRng,
     ) -> (f64, Option<Vec<f32>>) {
+        let LossKind {
+            fool,
+            weight,
+            need_dz,
+        } = kind;
         let rows = labels.len();
         let mut h = z.to_vec();
         let mut caches = Vec::with_capacity(self.blocks.len());
@@ -536,7 +554,7 @@ impl Classifier {
     /// cross-entropy of the true dataset labels of `z` (`[cells, n_latent]`, detached), its
     /// value (unweighted) and gradients with respect to the classifier's parameters on burn's
     /// gradient device. Dropout draws from `rng`; BatchNorm running statistics are updated.
-    pub fn host_step(
+    pub(crate) fn host_step(
         &self,
         z: &[f32],
         labels: &[usize],
@@ -546,7 +564,12 @@ impl Classifier {
     ) -> (f64, Vec<ParamGrad>) {
         let mut host = HostClassifier::of(self);
         let mut grads = HostGrads::default();
-        let (value, _) = host.loss(z, labels, false, kappa, false, Some(&mut grads), rng);
+        let kind = LossKind {
+            fool: false,
+            weight: kappa,
+            need_dz: false,
+        };
+        let (value, _) = host.loss(z, labels, kind, Some(&mut grads), rng);
         host.finish(self);
         (
             value,
@@ -624,13 +647,11 @@ impl HostNets {
     /// Dataset `m`'s forward pass (Eq. 8–9) and the backward of everything after z except
     /// the classifier: decoder heads, θ, ln ℓ and the library encoder. `inv_n` is 1/N for the
     /// step's N cells, `beta` the KL weight.
-    #[allow(clippy::too_many_arguments)]
     fn dataset_pass(
         &self,
         config: &ModelConfig,
         m: usize,
-        counts: &CsrMatrix,
-        rows_idx: &[usize],
+        (counts, rows_idx): (&CsrMatrix, &[usize]),
         draws: Draws,
         beta: f64,
         inv_n: f64,
@@ -790,7 +811,7 @@ impl HostNets {
         // The library encoder, from the likelihood's ∂ ln ℓ and its KL term.
         if let Some((block, ml, vl, cl, hl, lq, d_mean, d_var)) = latent {
             let d_draw: Vec<f32> = sg.d_log_library.iter().map(|v| v * w_rec).collect();
-            let dh = lq.backward(ml, vl, &hl, rows, &d_draw, d_mean, d_var, &mut grads);
+            let dh = lq.backward((ml, vl), &hl, rows, &d_draw, (d_mean, d_var), &mut grads);
             block.backward(&cl, dh, false, Some(&mut grads));
         }
         // KL(q(z) ‖ N(0, I)) = ½ Σ_j (m² + v − 1 − ln v).
@@ -830,13 +851,11 @@ impl HostNets {
                 .map(|&v| (w * 0.5 * (1.0 - 1.0 / v as f64)) as f32)
                 .collect();
         let dh2 = p.zq.backward(
-            &self.z_mean,
-            &self.z_log_var,
+            (&self.z_mean, &self.z_log_var),
             &p.h_shared,
             p.rows,
             &p.d_z,
-            d_mean,
-            d_var,
+            (d_mean, d_var),
             &mut p.grads,
         );
         let dh1 = self
@@ -852,8 +871,8 @@ impl GimviModule {
     /// Whether [`GimviModule::host_step`] can run this model on `device`: a CPU backend and
     /// datasets all narrower than [`HOST_PATH_MIN_GENES`] (wider ones take the sparse host
     /// path of [`crate::host`] inside burn's graph).
-    pub fn host_step_supported(config: &ModelConfig, device: &Device) -> bool {
-        is_host_device(device)
+    pub(crate) fn host_step_supported(config: &ModelConfig, device: &Device) -> bool {
+        host_kernels(device)
             && config
                 .datasets
                 .iter()
@@ -870,7 +889,7 @@ impl GimviModule {
     ///
     /// # Panics
     /// If the batches do not match the model's datasets (the trainer checks them first).
-    pub fn host_step(
+    pub(crate) fn host_step(
         &self,
         config: &ModelConfig,
         batches: &[(&CsrMatrix, &[usize])],
@@ -921,7 +940,7 @@ impl GimviModule {
             .zip(draws)
             .enumerate()
             .map(|(m, (&(counts, rows), draws))| {
-                nets.dataset_pass(config, m, counts, rows, draws, beta, inv_n)
+                nets.dataset_pass(config, m, (counts, rows), draws, beta, inv_n)
             })
             .collect();
         let mut z_all = Vec::with_capacity(n_total * config.n_latent);
@@ -933,7 +952,12 @@ impl GimviModule {
         // The adversarial term κ · fool(z): its gradient joins the decoder's on z.
         let fool = classifier.map(|(c, kappa)| {
             let mut host = HostClassifier::of(c);
-            let (value, dz) = host.loss(&z_all, &labels, true, kappa, true, None, rng);
+            let kind = LossKind {
+                fool: true,
+                weight: kappa,
+                need_dz: true,
+            };
+            let (value, dz) = host.loss(&z_all, &labels, kind, None, rng);
             host.finish(c);
             let dz = dz.expect("dz requested");
             let mut offset = 0;
@@ -1013,7 +1037,7 @@ impl GimviModule {
     ///
     /// # Panics
     /// If the batches do not match the model's datasets (the trainer checks them first).
-    pub fn host_encode_sample(
+    pub(crate) fn host_encode_sample(
         &self,
         config: &ModelConfig,
         batches: &[(&CsrMatrix, &[usize])],
@@ -1196,7 +1220,6 @@ mod tests {
             let mut zs = Vec::new();
             for (m, r) in rows.iter().enumerate() {
                 let out = module.forward_rows(&config, m, &counts[m], r, &device, Some(&mut rng));
-                assert!(out.host_grads.is_empty());
                 let (a, b) = (
                     out.reconstruction.sum().reshape([1]),
                     out.kl.sum().reshape([1]),

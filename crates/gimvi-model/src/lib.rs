@@ -10,17 +10,29 @@
 //!   [`module::Classifier`] — and the ELBO terms of a minibatch (Eq. 8–9).
 //! * [`model`]: [`GimviModel`] — latent representations, imputation with the mean and variance
 //!   over posterior samples, save / load.
+//! * [`step`]: one training step (the objective and its gradients) behind the
+//!   [`step::TrainStep`] trait, with the graph implementation (burn autodiff) and the host
+//!   implementation for narrow data on CPU backends, chosen by [`step::select`].
 //! * [`simulate`]: synthetic pairs sampled from the generative model, with ground truth.
 //!
-//! Training lives in the `gimvi-trainer` crate.
+//! [`module`] is the one definition of the networks and the loss. On CPU backends its slow
+//! pieces run as burn custom operations with hand-written backward passes (the private `ops`
+//! module: the likelihood kernel, the host decoder heads, sparse encoder input), and the host
+//! step is a second implementation of a whole step, checked against the graph step by
+//! `host_step_matches_tensor_step`. Training lives in the `gimvi-trainer` crate.
 #![warn(missing_docs)]
 
+mod batch;
 pub mod config;
-pub mod host;
-pub mod hoststep;
+mod host;
+mod hoststep;
 pub mod model;
 pub mod module;
+mod ops;
 pub mod simulate;
+pub mod step;
+
+pub use host::HOST_PATH_MIN_GENES;
 
 pub use config::{DatasetSpec, LibraryModel, ModelConfig};
 pub use gimvi_likelihoods::CountLikelihood;

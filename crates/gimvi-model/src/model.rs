@@ -4,12 +4,13 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use gimvi_data::CsrMatrix;
 use ndarray::Array2;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::dense_batch;
 use crate::config::{LibraryModel, ModelConfig};
 use crate::module::{normal_noise, Classifier, GimviModule, ModelRng, MIN_OBSERVED_LIBRARY};
 use crate::ModelError;
@@ -297,24 +298,6 @@ fn batches(n: usize) -> Vec<Vec<usize>> {
         .step_by(INFERENCE_BATCH)
         .map(|s| (s..(s + INFERENCE_BATCH).min(n)).collect())
         .collect()
-}
-
-/// The given rows of a CSR matrix as a dense `[rows, genes]` tensor.
-pub fn dense_batch(counts: &CsrMatrix, rows: &[usize], device: &Device) -> Tensor<2> {
-    let v = dense_rows(counts, rows);
-    Tensor::from_data(TensorData::new(v, [rows.len(), counts.n_cols()]), device)
-}
-
-/// The given rows of a CSR matrix, densified on the host (row-major `rows × genes`).
-pub fn dense_rows(counts: &CsrMatrix, rows: &[usize]) -> Vec<f32> {
-    let g = counts.n_cols();
-    let mut v = vec![0f32; rows.len() * g];
-    for (i, &r) in rows.iter().enumerate() {
-        for (c, x) in counts.row(r) {
-            v[i * g + c] = x;
-        }
-    }
-    v
 }
 
 fn to_vec(t: Tensor<2>) -> Vec<f32> {

@@ -6,19 +6,16 @@ use burn::module::{Module, Param, ParamId};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use burn::tensor::{Device, Int, Shape, Tensor, TensorData};
-use gimvi_likelihoods::fused::{
-    attach_theta_summed, fused_log_prob_rows_softmax, host_vec, is_host_device,
-    softmax_value_and_grad,
-};
-use gimvi_likelihoods::CountLikelihood;
+use gimvi_likelihoods::device::{host_kernels, host_vec};
 use gimvi_likelihoods::{kl_normal, kl_normal_standard};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution as _, StandardNormal};
 
+use crate::batch::{dense_batch, dense_rows};
 use crate::config::{LibraryModel, ModelConfig};
-use crate::host::{dense_matmul, matmul_t, HostGrad, SparseRows, HOST_PATH_MIN_GENES};
-use crate::model::{dense_batch, dense_rows};
+use crate::host::{SparseRows, HOST_PATH_MIN_GENES};
+use crate::ops::{self, HeadColumns, Observed};
 use crate::ModelError;
 use gimvi_data::CsrMatrix;
 
@@ -69,10 +66,28 @@ pub fn reparameterise(mean: Tensor<2>, var: Tensor<2>, rng: &mut ModelRng) -> Te
     mean.add(var.sqrt().mul(eps))
 }
 
-/// Whether dataset `m`'s minibatches reach the encoders as sparse rows on `device`: wide data
-/// on the host path ([`crate::host`]).
-fn sparse_input(config: &ModelConfig, m: usize, device: &Device) -> bool {
-    config.datasets[m].gene_index.len() >= HOST_PATH_MIN_GENES && is_host_device(device)
+/// Which fast paths a dataset's minibatches take on a device — the one place that decides
+/// ([`crate::ops`]): on a CPU backend ([`host_kernels`]) the likelihood runs as a host kernel
+/// (`host`), and a dataset with at least [`HOST_PATH_MIN_GENES`] genes also reaches its
+/// encoders as sparse rows and decodes through host heads (`wide`). Elsewhere every piece is
+/// burn's tensor operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Paths {
+    /// The likelihood as a host kernel.
+    pub host: bool,
+    /// Sparse encoder input and host decoder heads (implies `host`).
+    pub wide: bool,
+}
+
+impl Paths {
+    /// The paths of dataset `m` of `config` on `device`.
+    pub(crate) fn of(config: &ModelConfig, m: usize, device: &Device) -> Self {
+        let host = host_kernels(device);
+        Self {
+            host,
+            wide: host && config.datasets[m].gene_index.len() >= HOST_PATH_MIN_GENES,
+        }
+    }
 }
 
 /// A linear layer initialised as PyTorch does (weights and bias uniform on ±1/√fan_in),
@@ -121,28 +136,11 @@ impl FcBlock {
         self.activate(self.linear.forward(x), rng)
     }
 
-    /// [`FcBlock::forward`] of a first layer on sparse host input (the host path,
-    /// [`crate::host`]): X W on the non-zeros, entered as a leaf whose gradient gives ∂W after
-    /// backward (recorded in `host_grads` on an autodiff device).
-    fn forward_sparse(
-        &self,
-        x: &Arc<SparseRows>,
-        device: &Device,
-        rng: Option<&mut ModelRng>,
-        host_grads: &mut Vec<HostGrad>,
-    ) -> Tensor<2> {
-        let [_, d_out] = self.linear.weight.dims();
-        let y = x.matmul(&host_vec(self.linear.weight.val()), d_out);
-        let mut y = Tensor::<2>::from_data(TensorData::new(y, [x.rows(), d_out]), device);
-        if device.is_autodiff() {
-            y = y.require_grad();
-            host_grads.push(HostGrad::sparse_input(
-                self.linear.weight.id,
-                y.clone(),
-                x.clone(),
-                d_out,
-            ));
-        }
+    /// [`FcBlock::forward`] of a first layer on sparse host input (CPU backends): X W on the
+    /// non-zeros as one custom operation ([`ops::sparse_matmul`]), then the bias and the
+    /// activation.
+    fn forward_sparse(&self, x: &Arc<SparseRows>, rng: Option<&mut ModelRng>) -> Tensor<2> {
+        let y = ops::sparse_matmul(self.linear.weight.val(), x.clone());
         let pre = match &self.linear.bias {
             Some(b) => y.add(b.val().unsqueeze_dim(0)),
             None => y,
@@ -151,15 +149,10 @@ impl FcBlock {
     }
 
     /// [`FcBlock::forward`] of a first layer on either form of the encoders' input.
-    fn forward_input(
-        &self,
-        input: &EncoderInput,
-        rng: Option<&mut ModelRng>,
-        host_grads: &mut Vec<HostGrad>,
-    ) -> Tensor<2> {
+    fn forward_input(&self, input: &EncoderInput, rng: Option<&mut ModelRng>) -> Tensor<2> {
         match input {
             EncoderInput::Dense(x) => self.forward(x.clone(), rng),
-            EncoderInput::Sparse(x, device) => self.forward_sparse(x, device, rng, host_grads),
+            EncoderInput::Sparse(x, _) => self.forward_sparse(x, rng),
         }
     }
 
@@ -191,9 +184,8 @@ impl LibraryEncoder {
         &self,
         input: &EncoderInput,
         rng: Option<&mut ModelRng>,
-        host_grads: &mut Vec<HostGrad>,
     ) -> (Tensor<2>, Tensor<2>) {
-        let h = self.block.forward_input(input, rng, host_grads);
+        let h = self.block.forward_input(input, rng);
         let var = self.log_var.forward(h.clone()).exp().add_scalar(VAR_EPS);
         (self.mean.forward(h), var)
     }
@@ -343,16 +335,21 @@ pub struct ForwardOutput {
     pub reconstruction: Tensor<2>,
     /// KL(q(z) ‖ N(0, I)) + KL(q(ln ℓ) ‖ prior) per cell, `[cells, 1]`.
     pub kl: Tensor<2>,
-    /// Gradients of the layers that ran on the host path ([`crate::host`]), to be completed
-    /// after backward with [`HostGrad::gradients`] and added to burn's; empty off the host path
-    /// or without autodiff. A trainer that ignores them leaves those layers untrained.
-    pub host_grads: Vec<HostGrad>,
 }
 
-/// The encoders' input: ln(1 + x) as a tensor, or (host path) as sparse rows on the host.
+/// The encoders' input: ln(1 + x) as a tensor, or (wide data on a CPU backend) as sparse rows
+/// on the host.
 enum EncoderInput {
     Dense(Tensor<2>),
     Sparse(Arc<SparseRows>, Device),
+}
+
+/// A minibatch ready for [`GimviModule::forward`]'s pass: the counts as a tensor (needed off
+/// the host kernels), on the host (needed on them) and the encoders' input.
+struct PreparedBatch {
+    x: Option<Tensor<2>>,
+    x_host: Vec<f32>,
+    input: EncoderInput,
 }
 
 impl GimviModule {
@@ -439,7 +436,7 @@ impl GimviModule {
         x: Tensor<2>,
         rng: Option<&mut ModelRng>,
     ) -> (Tensor<2>, Tensor<2>) {
-        self.encode_input(m, &EncoderInput::Dense(x.log1p()), rng, &mut Vec::new())
+        self.encode_input(m, &EncoderInput::Dense(x.log1p()), rng)
     }
 
     /// q(ln ℓ | x) for dataset `m` when its library is latent.
@@ -452,7 +449,7 @@ impl GimviModule {
         let input = EncoderInput::Dense(x.log1p());
         self.library[m]
             .as_ref()
-            .map(|enc| enc.forward_input(&input, rng, &mut Vec::new()))
+            .map(|enc| enc.forward_input(&input, rng))
     }
 
     /// Decoder up to the output layers: `[cells, hidden]` features of z (and of the dataset
@@ -511,10 +508,9 @@ impl GimviModule {
     /// Forward pass and ELBO terms of one minibatch `x` (`[cells, G_m]` raw counts) of dataset
     /// `m` (Lopez et al. 2019, Eq. 8 for scRNA-seq, Eq. 9 for spatial data). With `rng`, z and
     /// ln ℓ are sampled from q (and dropout is applied on a training device); without, the
-    /// posterior means are used. On CPU backends a dataset with at least
-    /// [`HOST_PATH_MIN_GENES`] genes runs its encoder input layers and decoder heads on the
-    /// host ([`crate::host`]); their parameter gradients come back in
-    /// [`ForwardOutput::host_grads`].
+    /// posterior means are used. On CPU backends the pieces named in `Paths` run as the
+    /// custom operations of the private `ops` module; the result and its gradients are those of the
+    /// tensor forms.
     pub fn forward(
         &self,
         config: &ModelConfig,
@@ -522,38 +518,34 @@ impl GimviModule {
         x: Tensor<2>,
         rng: Option<&mut ModelRng>,
     ) -> ForwardOutput {
-        let device = x.device();
-        let host_path = is_host_device(&device);
-        let wide = host_path && config.datasets[m].gene_index.len() >= HOST_PATH_MIN_GENES;
-        self.forward_with(config, m, x, rng, host_path, wide)
+        let paths = Paths::of(config, m, &x.device());
+        self.forward_with(config, m, x, rng, paths)
     }
 
-    /// [`GimviModule::forward`] with the paths chosen by the caller: `host_path` runs the fused
-    /// likelihood on the host (CPU backends only), `wide` also the encoder input layers and
-    /// decoder heads (needs `host_path`).
+    /// [`GimviModule::forward`] with the paths chosen by the caller (`wide` needs `host`, and
+    /// both need a CPU backend).
     pub(crate) fn forward_with(
         &self,
         config: &ModelConfig,
         m: usize,
         x: Tensor<2>,
         rng: Option<&mut ModelRng>,
-        host_path: bool,
-        wide: bool,
+        paths: Paths,
     ) -> ForwardOutput {
         let device = x.device();
         // On CPU backends the counts come to the host once: ln(1 + x) is computed there (only
-        // the non-zero entries need a logarithm) and the fused likelihood reads them.
-        let x_host: Vec<f32> = if host_path {
+        // the non-zero entries need a logarithm) and the likelihood kernel reads them.
+        let x_host: Vec<f32> = if paths.host {
             host_vec(x.clone())
         } else {
             Vec::new()
         };
-        let input = if wide {
+        let input = if paths.wide {
             EncoderInput::Sparse(
                 Arc::new(SparseRows::log1p_of_dense(&x_host, x.dims()[1])),
                 device.clone(),
             )
-        } else if host_path {
+        } else if paths.host {
             let v: Vec<f32> = x_host
                 .iter()
                 .map(|&c| if c == 0.0 { 0.0 } else { c.ln_1p() })
@@ -565,13 +557,17 @@ impl GimviModule {
         } else {
             EncoderInput::Dense(x.clone().log1p())
         };
-        self.forward_prepared(config, m, Some(x), x_host, input, rng, host_path, wide)
+        let batch = PreparedBatch {
+            x: Some(x),
+            x_host,
+            input,
+        };
+        self.forward_prepared(config, m, batch, rng, paths)
     }
 
     /// [`GimviModule::forward`] of the rows `rows` of a CSR count matrix of dataset `m`, on
-    /// `device`. On the host path ([`crate::host`]) the minibatch goes from the sparse rows to
-    /// the host kernels without a dense tensor; elsewhere this is `forward` of the densified
-    /// rows.
+    /// `device`. For wide data on a CPU backend the minibatch goes from the sparse rows to the
+    /// host kernels without a dense tensor; elsewhere this is `forward` of the densified rows.
     pub fn forward_rows(
         &self,
         config: &ModelConfig,
@@ -581,21 +577,25 @@ impl GimviModule {
         device: &Device,
         rng: Option<&mut ModelRng>,
     ) -> ForwardOutput {
-        if !sparse_input(config, m, device) {
-            return self.forward(config, m, dense_batch(counts, rows, device), rng);
+        let paths = Paths::of(config, m, device);
+        if !paths.wide {
+            return self.forward_with(config, m, dense_batch(counts, rows, device), rng, paths);
         }
-        let x_host = dense_rows(counts, rows);
-        let input = EncoderInput::Sparse(
-            Arc::new(SparseRows::log1p_of_rows(counts, rows)),
-            device.clone(),
-        );
-        self.forward_prepared(config, m, None, x_host, input, rng, true, true)
+        let batch = PreparedBatch {
+            x: None,
+            x_host: dense_rows(counts, rows),
+            input: EncoderInput::Sparse(
+                Arc::new(SparseRows::log1p_of_rows(counts, rows)),
+                device.clone(),
+            ),
+        };
+        self.forward_prepared(config, m, batch, rng, paths)
     }
 
     /// [`GimviModule::encode`] of the rows `rows` of a CSR count matrix of dataset `m`, on
-    /// `device`: q(z | x, s) as (mean, variance). On the host path for wide data
-    /// ([`crate::host`]) the first layer reads the sparse rows without a dense tensor, as
-    /// [`GimviModule::forward_rows`] does.
+    /// `device`: q(z | x, s) as (mean, variance). For wide data on a CPU backend the first
+    /// layer reads the sparse rows without a dense tensor, as [`GimviModule::forward_rows`]
+    /// does.
     pub fn encode_rows(
         &self,
         config: &ModelConfig,
@@ -605,37 +605,32 @@ impl GimviModule {
         device: &Device,
         rng: Option<&mut ModelRng>,
     ) -> (Tensor<2>, Tensor<2>) {
-        if !sparse_input(config, m, device) {
+        if !Paths::of(config, m, device).wide {
             return self.encode(m, dense_batch(counts, rows, device), rng);
         }
         let input = EncoderInput::Sparse(
             Arc::new(SparseRows::log1p_of_rows(counts, rows)),
             device.clone(),
         );
-        self.encode_input(m, &input, rng, &mut Vec::new())
+        self.encode_input(m, &input, rng)
     }
 
-    /// The forward pass from prepared inputs: the counts as a tensor (needed off the host
-    /// path), on the host (on it) and the encoders' input.
-    #[allow(clippy::too_many_arguments)]
+    /// The forward pass from a prepared minibatch.
     fn forward_prepared(
         &self,
         config: &ModelConfig,
         m: usize,
-        x: Option<Tensor<2>>,
-        x_host: Vec<f32>,
-        input: EncoderInput,
+        batch: PreparedBatch,
         mut rng: Option<&mut ModelRng>,
-        host_path: bool,
-        wide: bool,
+        paths: Paths,
     ) -> ForwardOutput {
+        let PreparedBatch { x, x_host, input } = batch;
         let spec = &config.datasets[m];
         let device = match &input {
             EncoderInput::Dense(t) => t.device(),
             EncoderInput::Sparse(_, d) => d.clone(),
         };
-        let mut host_grads = Vec::new();
-        let (qz_mean, qz_var) = self.encode_input(m, &input, rng.as_deref_mut(), &mut host_grads);
+        let (qz_mean, qz_var) = self.encode_input(m, &input, rng.as_deref_mut());
         let z = match rng.as_deref_mut() {
             Some(r) => reparameterise(qz_mean.clone(), qz_var.clone(), r),
             None => qz_mean.clone(),
@@ -643,7 +638,7 @@ impl GimviModule {
         // Library: latent (sampled from q) or observed (Eq. 9: ℓ′ = observed total).
         let library = self.library[m]
             .as_ref()
-            .map(|enc| enc.forward_input(&input, rng.as_deref_mut(), &mut host_grads));
+            .map(|enc| enc.forward_input(&input, rng.as_deref_mut()));
         let (log_library, kl_library) = match (library, spec.library) {
             (Some((ql_mean, ql_var)), LibraryModel::Latent { log_mean, log_var }) => {
                 let log_l = match rng.as_deref_mut() {
@@ -669,11 +664,49 @@ impl GimviModule {
             }
         };
 
-        let genes = &spec.gene_index;
         let h = self.decoder_features(config, m, z.clone(), rng);
-        // Only the dataset's own genes G′ are decoded: the softmax normaliser over G cancels in
-        // ρ′ (Eq. 5), so a 33-gene panel never pays for a 20,000-gene output layer, and the
-        // dropout head is evaluated only for zero-inflated likelihoods.
+        let decoded = Decoded {
+            h,
+            log_library,
+            x,
+            x_host,
+        };
+        let reconstruction = self.log_likelihood_rows(config, m, decoded, paths).neg();
+        let mut kl = kl_normal_standard(qz_mean.clone(), qz_var.clone()).sum_dim(1);
+        if let Some(kl_l) = kl_library {
+            kl = kl.add(kl_l);
+        }
+        ForwardOutput {
+            qz_mean,
+            qz_var,
+            z,
+            reconstruction,
+            kl,
+        }
+    }
+
+    /// Σ_g ln p(x_ng | z_n, ℓ_n) per cell, `[cells, 1]` (Eq. 3 / Eq. 6 with ρ′ of Eq. 5), from
+    /// the last decoder features. Only the dataset's own genes G′ are decoded: the softmax
+    /// normaliser over G cancels in ρ′ (Eq. 5), so a 33-gene panel never pays for a
+    /// 20,000-gene output layer, and the dropout head is evaluated only for zero-inflated
+    /// likelihoods. On CPU backends the likelihood (and, for wide data, the heads) runs as one
+    /// custom operation ([`crate::ops`]); elsewhere as tensor operations.
+    fn log_likelihood_rows(
+        &self,
+        config: &ModelConfig,
+        m: usize,
+        decoded: Decoded,
+        paths: Paths,
+    ) -> Tensor<2> {
+        let Decoded {
+            h,
+            log_library,
+            x,
+            x_host,
+        } = decoded;
+        let spec = &config.datasets[m];
+        let device = h.device();
+        let genes = &spec.gene_index;
         let all_genes =
             genes.len() == config.n_genes() && genes.iter().enumerate().all(|(i, &g)| i == g);
         let idx = (!all_genes).then(|| index_tensor(genes, &device));
@@ -685,68 +718,46 @@ impl GimviModule {
                 Some(idx) => t.select(1, idx.clone()).exp(),
             }
         });
-        // Eq. 3 / Eq. 6, summed over genes. On CPU backends the fused host kernel computes value
-        // and gradient in one pass (gimvi_likelihoods::fused); elsewhere the tensor forms run.
-        let log_p_rows = if wide {
-            let subset = (!all_genes).then(|| Arc::new(genes.clone()));
-            self.host_heads_log_prob(
-                likelihood,
-                &x_host,
-                h,
-                log_library,
-                theta,
-                subset,
-                config.n_genes(),
-                &mut host_grads,
-            )
-        } else {
-            let columns = |layer: &Linear, h: Tensor<2>| match &idx {
-                None => layer.forward(h),
-                Some(idx) => {
-                    let w = layer.weight.val().select(1, idx.clone());
-                    let out = h.matmul(w);
-                    match &layer.bias {
-                        Some(b) => out.add(b.val().select(0, idx.clone()).unsqueeze_dim(0)),
-                        None => out,
-                    }
-                }
+        let observed = || Observed {
+            likelihood,
+            x: Arc::new(x_host),
+        };
+        if paths.wide {
+            let columns = HeadColumns {
+                genes: (!all_genes).then(|| Arc::new(genes.clone())),
+                n_genes: config.n_genes(),
             };
-            // Eq. 5: softmax restricted to the dataset's genes = ρ_g / Σ_{g′ ∈ G′} ρ_g′.
-            let scale_logits = columns(&self.px_scale, h.clone());
-            let dropout = likelihood
-                .has_dropout()
-                .then(|| columns(&self.px_dropout, h));
-            if host_path {
-                fused_log_prob_rows_softmax(
-                    likelihood,
-                    &x_host,
-                    scale_logits,
-                    log_library,
-                    theta,
-                    dropout,
-                )
-            } else {
-                let mu = softmax(scale_logits, 1).mul(log_library.exp());
-                let x = x.expect("the counts as a tensor off the host path");
-                likelihood
-                    .log_prob(x, mu, theta, dropout)
-                    .expect("theta and dropout logits are supplied where the likelihood needs them")
-                    .sum_dim(1)
+            let heads = (
+                &self.px_scale,
+                likelihood.has_dropout().then_some(&self.px_dropout),
+            );
+            return ops::head_log_prob(observed(), columns, h, heads, log_library, theta);
+        }
+        let columns = |layer: &Linear, h: Tensor<2>| match &idx {
+            None => layer.forward(h),
+            Some(idx) => {
+                let w = layer.weight.val().select(1, idx.clone());
+                let out = h.matmul(w);
+                match &layer.bias {
+                    Some(b) => out.add(b.val().select(0, idx.clone()).unsqueeze_dim(0)),
+                    None => out,
+                }
             }
         };
-        let reconstruction = log_p_rows.neg();
-        let mut kl = kl_normal_standard(qz_mean.clone(), qz_var.clone()).sum_dim(1);
-        if let Some(kl_l) = kl_library {
-            kl = kl.add(kl_l);
+        // Eq. 5: softmax restricted to the dataset's genes = ρ_g / Σ_{g′ ∈ G′} ρ_g′.
+        let scale_logits = columns(&self.px_scale, h.clone());
+        let dropout = likelihood
+            .has_dropout()
+            .then(|| columns(&self.px_dropout, h));
+        if paths.host {
+            return ops::softmax_log_prob(observed(), scale_logits, log_library, theta, dropout);
         }
-        ForwardOutput {
-            qz_mean,
-            qz_var,
-            z,
-            reconstruction,
-            kl,
-            host_grads,
-        }
+        let mu = softmax(scale_logits, 1).mul(log_library.exp());
+        let x = x.expect("the counts as a tensor off the host kernels");
+        likelihood
+            .log_prob(x, mu, theta, dropout)
+            .expect("theta and dropout logits are supplied where the likelihood needs them")
+            .sum_dim(1)
     }
 
     /// q(z | x, s) of the forward pass, from either form of the input.
@@ -755,119 +766,21 @@ impl GimviModule {
         m: usize,
         input: &EncoderInput,
         mut rng: Option<&mut ModelRng>,
-        host_grads: &mut Vec<HostGrad>,
     ) -> (Tensor<2>, Tensor<2>) {
-        let h = self.private[m].forward_input(input, rng.as_deref_mut(), host_grads);
+        let h = self.private[m].forward_input(input, rng.as_deref_mut());
         let h = self.shared.forward(h, rng);
         let var = self.z_log_var.forward(h.clone()).exp().add_scalar(VAR_EPS);
         (self.z_mean.forward(h), var)
     }
+}
 
-    /// The decoder heads and the likelihood on the host (the host path, [`crate::host`]):
-    /// logits l = h W + b of the ρ head (and of the dropout head for ZINB) over the dataset's
-    /// genes (`subset`, or all `n_genes`), the fused likelihood with μ = ℓ softmax(l) (Eq. 5),
-    /// and Σ_g ln p per cell as a `[cells, 1]` tensor whose gradient reaches h, ln ℓ and θ
-    /// through the surrogate and W, b through `host_grads`.
-    #[allow(clippy::too_many_arguments)]
-    fn host_heads_log_prob(
-        &self,
-        likelihood: CountLikelihood,
-        x: &[f32],
-        h: Tensor<2>,
-        log_library: Tensor<2>,
-        theta: Option<Tensor<2>>,
-        subset: Option<Arc<Vec<usize>>>,
-        n_genes: usize,
-        host_grads: &mut Vec<HostGrad>,
-    ) -> Tensor<2> {
-        let device = h.device();
-        let [rows, k] = h.dims();
-        let cols = subset.as_ref().map_or(n_genes, |g| g.len());
-        // A head's weights (k × cols) and bias over the decoded genes.
-        let head = |layer: &Linear| -> (Vec<f32>, Vec<f32>) {
-            let w = host_vec(layer.weight.val());
-            let b = layer
-                .bias
-                .as_ref()
-                .map_or_else(|| vec![0.0; n_genes], |b| host_vec(b.val()));
-            match &subset {
-                None => (w, b),
-                Some(genes) => {
-                    let mut ws = Vec::with_capacity(k * cols);
-                    for j in 0..k {
-                        ws.extend(genes.iter().map(|&g| w[j * n_genes + g]));
-                    }
-                    (ws, genes.iter().map(|&g| b[g]).collect())
-                }
-            }
-        };
-        let h_host = Arc::new(host_vec(h.clone()));
-        let logits_of = |(w, b): &(Vec<f32>, Vec<f32>)| -> Vec<f32> {
-            dense_matmul(&h_host, w, b, rows, k, cols)
-        };
-        let scale = head(&self.px_scale);
-        let dropout = likelihood.has_dropout().then(|| head(&self.px_dropout));
-        let scale_logits = logits_of(&scale);
-        let dropout_logits = dropout.as_ref().map(&logits_of).unwrap_or_default();
-        let theta_h = theta
-            .as_ref()
-            .map(|t| host_vec(t.clone()))
-            .unwrap_or_default();
-        let sg = softmax_value_and_grad(
-            likelihood,
-            cols,
-            x,
-            &scale_logits,
-            &host_vec(log_library.clone()),
-            &theta_h,
-            &dropout_logits,
-        );
-        // ∂ Σ_g ln p / ∂h = ∂l Wᵀ (+ ∂π W_πᵀ).
-        let mut d_h = matmul_t(&sg.d_logits, &scale.0, rows, k, cols);
-        if let Some((w, _)) = &dropout {
-            let d = matmul_t(&sg.d_dropout, w, rows, k, cols);
-            for (a, b) in d_h.iter_mut().zip(d) {
-                *a += b;
-            }
-        }
-        let values: Vec<f32> = sg.row_values.iter().map(|&v| v as f32).collect();
-        let mut out = Tensor::<2>::from_data(TensorData::new(values, [rows, 1]), &device);
-        if device.is_autodiff() {
-            out = out.require_grad();
-            host_grads.push(HostGrad::output(
-                self.px_scale.weight.id,
-                self.px_scale.bias.as_ref().map(|b| b.id),
-                out.clone(),
-                h_host.clone(),
-                k,
-                sg.d_logits,
-                subset.clone(),
-                n_genes,
-            ));
-            if dropout.is_some() {
-                host_grads.push(HostGrad::output(
-                    self.px_dropout.weight.id,
-                    self.px_dropout.bias.as_ref().map(|b| b.id),
-                    out.clone(),
-                    h_host,
-                    k,
-                    sg.d_dropout,
-                    subset,
-                    n_genes,
-                ));
-            }
-        }
-        // (p − sg(p)) is exactly zero; multiplying by the host gradient re-attaches it.
-        let perturb = |p: Tensor<2>| p.clone().sub(p.detach());
-        let grad =
-            |v: Vec<f32>, c: usize| Tensor::<2>::from_data(TensorData::new(v, [rows, c]), &device);
-        out = out.add(perturb(h).mul(grad(d_h, k)).sum_dim(1));
-        out = out.add(perturb(log_library).mul(grad(sg.d_log_library, 1)));
-        if let Some(theta) = theta {
-            out = out.add(attach_theta_summed(theta, &sg.d_theta_sum, rows));
-        }
-        out
-    }
+/// The decoder side of one minibatch's pass: the last decoder features, ln ℓ and the counts
+/// (as a tensor off the host kernels, on the host on them).
+struct Decoded {
+    h: Tensor<2>,
+    log_library: Tensor<2>,
+    x: Option<Tensor<2>>,
+    x_host: Vec<f32>,
 }
 
 /// Indices as an Int tensor on `device`.
@@ -928,15 +841,16 @@ mod tests {
         assert!((fraction - 0.8).abs() < 0.01, "kept fraction {fraction}");
     }
 
-    /// The fused likelihood and the host path (sparse encoder input layers, decoder heads on
-    /// the host, parameter gradients through leaves) give the loss and every parameter
-    /// gradient of burn's tensor ops end to end (measured: ≤ 5e-6 relative): a ZINB dataset over all genes with a latent library, and an NB dataset on a
-    /// gene subset with the observed library.
+    /// The CPU operations of [`crate::ops`] — the likelihood kernel alone, and with the sparse
+    /// encoder input layers and host decoder heads — give the loss and every parameter
+    /// gradient of burn's tensor ops end to end (measured: ≤ 5e-6 relative): a ZINB dataset
+    /// over all genes with a latent library, and an NB dataset on a gene subset with the
+    /// observed library.
     #[test]
     #[allow(deprecated)] // burn-ndarray is the reference CPU backend of the tests.
     fn host_path_matches_tensor_path() {
         use crate::config::DatasetSpec;
-        use crate::host::ParamGrad;
+        use gimvi_likelihoods::CountLikelihood;
         let device = Device::ndarray().autodiff();
         let g = 1500;
         let genes: Vec<String> = (0..g).map(|i| format!("g{i}")).collect();
@@ -972,11 +886,10 @@ mod tests {
                 })
                 .collect();
             let x = Tensor::<2>::from_data(TensorData::new(x, [rows, cols]), &device);
-            let run = |host_path: bool, wide: bool| {
+            let run = |host: bool, wide: bool| {
                 let mut rng = ModelRng::seed_from_u64(5);
-                let out =
-                    module.forward_with(&config, m, x.clone(), Some(&mut rng), host_path, wide);
-                assert_eq!(out.host_grads.is_empty(), !wide);
+                let paths = Paths { host, wide };
+                let out = module.forward_with(&config, m, x.clone(), Some(&mut rng), paths);
                 let loss = out
                     .reconstruction
                     .sum()
@@ -984,25 +897,9 @@ mod tests {
                     .div_scalar(rows as f64);
                 let value: f32 = host_vec(loss.clone().reshape([1]))[0];
                 let grads = loss.backward();
-                let extra: Vec<ParamGrad> = out
-                    .host_grads
-                    .iter()
-                    .flat_map(|h| h.gradients(&grads))
-                    .collect();
                 let mut params: Vec<(ParamId, Vec<f32>)> = Vec::new();
                 let mut matrix = |p: &Param<Tensor<2>>| {
-                    let mut v = p.val().grad(&grads).map(host_vec);
-                    for e in &extra {
-                        if let ParamGrad::Matrix(id, t) = e {
-                            if *id == p.id {
-                                let t = host_vec(t.clone());
-                                v = Some(match v {
-                                    Some(a) => a.iter().zip(&t).map(|(a, b)| a + b).collect(),
-                                    None => t,
-                                });
-                            }
-                        }
-                    }
+                    let v = p.val().grad(&grads).map(host_vec);
                     params.push((p.id, v.expect("every weight has a gradient")));
                 };
                 matrix(&module.private[m].linear.weight);
@@ -1015,18 +912,7 @@ mod tests {
                 }
                 matrix(&module.log_theta);
                 let mut vector = |p: &Param<Tensor<1>>| {
-                    let mut v = p.val().grad(&grads).map(host_vec);
-                    for e in &extra {
-                        if let ParamGrad::Vector(id, t) = e {
-                            if *id == p.id {
-                                let t = host_vec(t.clone());
-                                v = Some(match v {
-                                    Some(a) => a.iter().zip(&t).map(|(a, b)| a + b).collect(),
-                                    None => t,
-                                });
-                            }
-                        }
-                    }
+                    let v = p.val().grad(&grads).map(host_vec);
                     params.push((p.id, v.expect("every bias has a gradient")));
                 };
                 vector(module.private[m].linear.bias.as_ref().unwrap());

@@ -13,7 +13,7 @@ use burn::optim::{
     Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
 };
 use burn::tensor::{Device, Tensor, TensorData};
-use gimvi_likelihoods::fused::{host_vec, is_host_device};
+use gimvi_likelihoods::device::{host_kernels, host_vec};
 use rayon::prelude::*;
 
 /// Parameters with at least this many elements take the host path.
@@ -66,7 +66,7 @@ impl Optimizer for HostAdam {
         let device = tensor.device();
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
-        if n < HOST_ADAM_MIN_ELEMENTS || !is_host_device(&device) {
+        if n < HOST_ADAM_MIN_ELEMENTS || !host_kernels(&device) {
             return self.inner.step(lr, tensor, grad, state);
         }
         let mut p = host_vec(tensor);

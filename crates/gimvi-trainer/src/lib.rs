@@ -26,8 +26,8 @@
 
 use std::time::Instant;
 
-pub mod adam;
-pub mod average;
+mod adam;
+mod average;
 
 use adam::HostAdam;
 use average::WeightAverage;
@@ -36,24 +36,32 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 use gimvi_data::CsrMatrix;
-use gimvi_model::host::ParamGrad;
-use gimvi_model::module::{reparameterise, Classifier, GimviModule, ModelRng, ParamIds};
+use gimvi_model::module::{Classifier, GimviModule, ModelRng, ParamIds};
+use gimvi_model::step::{self, GeneratorStep, Minibatch};
 use gimvi_model::{GimviModel, ModelError};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// Training settings. Defaults are scvi-tools' `GIMVI.train` defaults (1.4, as coded).
+///
+/// With the `clap` feature it is also a set of command-line options (`#[command(flatten)]`),
+/// whose defaults are these: the `gimvi` tool and the examples take their training options
+/// from here rather than listing them again. κ is the exception: the tool's `--kappa` also
+/// takes `auto`, so it has its own option.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(default)]
 pub struct TrainConfig {
     /// Passes over the largest dataset (default 200; the paper's evaluation used 100).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().epochs, help = "Training epochs (passes over the largest dataset)"))]
     pub epochs: usize,
     /// Cells per dataset per step (default 128, i.e. 256 cells per step for two datasets).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().batch_size, help = "Cells per dataset per step"))]
     pub batch_size: usize,
     /// Adam learning rate (default 10⁻³).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().learning_rate, help = "Adam learning rate"))]
     pub learning_rate: f64,
     /// Factor on the learning rate of the generative network — the decoder's hidden blocks,
     /// the ρ and dropout heads and ln θ ([`GimviModule::decoder_param_ids`]); the encoders
@@ -67,22 +75,35 @@ pub struct TrainConfig {
     /// schedule", κ = 5, the anchor's folds): on mSMS 1 is ahead (10 seeds, +0.009 ± 0.004 per
     /// held-out gene; +0.012 ± 0.004 with `classifier_second_pass`), on mPFC 2 (3 seeds,
     /// +0.006 ± 0.002) — together about level, so the synthetic gain decides.
+    #[cfg_attr(feature = "clap", arg(long = "decoder-lr-factor", default_value_t = TrainConfig::default().decoder_learning_rate_factor, help = "Factor on the decoder's learning rate (1 trains as scvi-tools does)"))]
     pub decoder_learning_rate_factor: f64,
     /// Adam ε (default 0.01 — scvi-tools' value, much larger than Adam's usual 10⁻⁸).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().adam_epsilon, help = "Adam epsilon (scvi-tools: 0.01)"))]
     pub adam_epsilon: f64,
     /// L2 weight decay coupled into the gradient (default 10⁻⁶).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().weight_decay, help = "L2 weight decay"))]
     pub weight_decay: f64,
     /// Weight κ of the adversarial terms (default 5; 0 switches the classifier off; a model of
     /// one dataset needs 0).
+    #[cfg_attr(feature = "clap", arg(skip = TrainConfig::default().kappa))]
     pub kappa: f64,
     /// Epochs of linear KL warm-up, β = epoch / warm-up (default 400, as scvi-tools; 0 = no
     /// warm-up).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().kl_warmup_epochs, help = "Epochs of linear KL warm-up (0: none)"))]
     pub kl_warmup_epochs: usize,
     /// Fraction of each dataset's cells used for training; the rest is the validation set
     /// (default 0.9). 1.0 trains on everything and skips validation.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().train_fraction, help = "Fraction of each dataset's cells trained on; the rest is the validation set"))]
     pub train_fraction: f64,
     /// Stop when the validation ELBO has not improved for this many epochs, and restore the
     /// best weights (default off, as scvi-tools; patience 45 there when switched on).
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            help = "Stop when the validation ELBO has not improved for this many epochs (restores the best weights)"
+        )
+    )]
     pub early_stopping_patience: Option<usize>,
     /// Train the classifier on a second, fresh stochastic pass of the updated encoders (new
     /// dropout masks and ε, BatchNorm statistics updated a second time), as scvi-tools does.
@@ -95,6 +116,7 @@ pub struct TrainConfig {
     /// code train the classifier on its own pass. Cost per epoch (idle,
     /// `docs/performance.md`): paper scale 0.069 vs 0.057 s, 10× cells 0.476 vs 0.416 s,
     /// transcriptome 1.251 vs 1.159 s. `false` was the default until 2026-11-28.
+    #[cfg_attr(feature = "clap", arg(long, action = clap::ArgAction::Set, default_value_t = TrainConfig::default().classifier_second_pass, help = "Train the adversarial classifier on a second encoder pass, as scvi-tools does (true/false)"))]
     pub classifier_second_pass: bool,
     /// How a dataset with fewer minibatches than the largest is cycled within an epoch
     /// (the largest sets the epoch's length). Default [`Cycling::RepeatEpoch`], as
@@ -102,6 +124,7 @@ pub struct TrainConfig {
     /// paper's protocol, κ = 5, the anchor's folds (`docs/results.md`, "scvi-tools' minibatch
     /// cycling"), per held-out gene against `Reshuffle`: mSMS +0.005 ± 0.003 (20 seeds),
     /// mPFC −0.0002 ± 0.0004 (10 seeds), synthetic pair level at 10 and 100 epochs.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().cycling, help = "How the smaller dataset is cycled within an epoch: repeat-epoch (scvi-tools) or reshuffle"))]
     pub cycling: Cycling,
     /// Run each training step on the host when the model allows it (default `true`): on CPU
     /// backends, with every dataset narrower than 1,024 genes, the forward pass, the loss and
@@ -109,17 +132,18 @@ pub struct TrainConfig {
     /// (and the classifier's second pass by [`GimviModule::host_encode_sample`]) instead of
     /// burn's autodiff graph — the same step up to float summation order, ~2× faster at the
     /// paper's scale (`docs/performance.md`, round 7). `false` always uses the graph.
+    #[cfg_attr(feature = "clap", arg(long, action = clap::ArgAction::Set, default_value_t = TrainConfig::default().host_step, help = "Run whole steps on the host on CPU backends when every dataset is narrow (true/false; same results, faster)"))]
     pub host_step: bool,
     /// Average the model's weights over the ends of the last this-many epochs and return the
-    /// average instead of the last weights ([`average::WeightAverage`]; stochastic weight
+    /// average instead of the last weights (stochastic weight
     /// averaging, Izmailov et al. 2018). Default 0: the last weights, as scvi-tools. Ignored
     /// when early stopping restores the best epoch's weights. The adversarial classifier is
     /// not averaged (it is not used after training).
+    #[cfg_attr(feature = "clap", arg(long = "average-epochs", default_value_t = TrainConfig::default().weight_average_epochs, help = "Average the weights over the last N epochs (0: the last weights)"))]
     pub weight_average_epochs: usize,
     /// Seed of the split, the minibatch order and every random draw on the device.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().seed, help = "Seed of the split, the minibatches and every random draw (seeded runs are identical on the CPU)"))]
     pub seed: u64,
-    /// Show a progress bar on the terminal (never shown when stderr is not a terminal).
-    pub progress: bool,
 }
 
 /// How minibatches of a dataset with fewer cells than the largest are drawn within an epoch
@@ -136,6 +160,16 @@ pub enum Cycling {
     /// Every pass over a shorter dataset is a fresh shuffle, and its minibatches run on
     /// across epoch boundaries: every cell is seen equally often over time.
     Reshuffle,
+}
+
+impl std::fmt::Display for Cycling {
+    /// The command-line name ([`std::str::FromStr`] reads it back).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::RepeatEpoch => "repeat-epoch",
+            Self::Reshuffle => "reshuffle",
+        })
+    }
 }
 
 impl std::str::FromStr for Cycling {
@@ -171,8 +205,74 @@ impl Default for TrainConfig {
             host_step: true,
             weight_average_epochs: 0,
             seed: 0,
-            progress: true,
         }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every setting before any work: epochs ≥ 1, batch size ≥ 2, a training fraction
+    /// in (0, 1], κ finite and ≥ 0, learning rate and decoder factor finite and > 0, Adam ε
+    /// finite and > 0, weight decay finite and ≥ 0, early-stopping patience ≥ 1 when set. The
+    /// error names the first bad setting and its value.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |what: &str, value: String, need: &str| {
+            Err(TrainError::Config(format!(
+                "{what} is {value}; it must be {need}"
+            )))
+        };
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if self.epochs == 0 {
+            return bad("epochs", "0".into(), "at least 1");
+        }
+        if self.batch_size < 2 {
+            return bad(
+                "the batch size",
+                self.batch_size.to_string(),
+                "at least 2 (BatchNorm needs two cells)",
+            );
+        }
+        if !(self.train_fraction > 0.0 && self.train_fraction <= 1.0) {
+            return bad(
+                "the training fraction",
+                self.train_fraction.to_string(),
+                "in (0, 1]",
+            );
+        }
+        if !(self.kappa.is_finite() && self.kappa >= 0.0) {
+            return bad("κ", self.kappa.to_string(), "a finite number ≥ 0");
+        }
+        if !positive(self.learning_rate) {
+            return bad(
+                "the learning rate",
+                self.learning_rate.to_string(),
+                "a finite number > 0",
+            );
+        }
+        if !positive(self.decoder_learning_rate_factor) {
+            return bad(
+                "the decoder learning-rate factor",
+                self.decoder_learning_rate_factor.to_string(),
+                "a finite number > 0",
+            );
+        }
+        if !positive(self.adam_epsilon) {
+            return bad(
+                "Adam's ε",
+                self.adam_epsilon.to_string(),
+                "a finite number > 0",
+            );
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(
+                "the weight decay",
+                self.weight_decay.to_string(),
+                "a finite number ≥ 0",
+            );
+        }
+        if self.early_stopping_patience == Some(0) {
+            return bad("the early-stopping patience", "0".into(), "at least 1");
+        }
+        Ok(())
     }
 }
 
@@ -311,15 +411,17 @@ fn split_cells(n: usize, train_fraction: f64, rng: &mut ChaCha8Rng) -> (Vec<usiz
 }
 
 /// Trains `model` on `data` (one count matrix per dataset, in the order of the model's
-/// datasets; cells × that dataset's genes). `on_epoch` is called after every epoch, e.g. to log
-/// metrics. The input is validated first: NaN, negative counts or a shape mismatch are refused
-/// before any training step.
+/// datasets; cells × that dataset's genes). `on_epoch` is called after every epoch (e.g. to
+/// draw a progress bar or log metrics). The settings ([`TrainConfig::validate`]) and the
+/// input are checked first: NaN, negative counts or a shape mismatch are refused before any
+/// training step.
 pub fn train(
     model: GimviModel,
     data: &[&CsrMatrix],
     config: &TrainConfig,
     mut on_epoch: impl FnMut(&EpochLog),
 ) -> Result<TrainResult, TrainError> {
+    config.validate()?;
     let n_sets = model.config.datasets.len();
     if data.len() != n_sets {
         return Err(TrainError::Config(format!(
@@ -337,30 +439,6 @@ pub fn train(
             )));
         }
     }
-    if config.batch_size < 2 || config.epochs == 0 {
-        return Err(TrainError::Config(
-            "batch size must be ≥ 2 and epochs ≥ 1".into(),
-        ));
-    }
-    let settings_ok = config.train_fraction > 0.0
-        && config.train_fraction <= 1.0
-        && config.kappa.is_finite()
-        && config.kappa >= 0.0
-        && config.learning_rate.is_finite()
-        && config.learning_rate > 0.0
-        && config.decoder_learning_rate_factor.is_finite()
-        && config.decoder_learning_rate_factor > 0.0;
-    if !settings_ok {
-        return Err(TrainError::Config(format!(
-            "train fraction {} must be in (0, 1], κ {} ≥ 0, learning rate {} > 0, decoder \
-             learning-rate factor {} > 0",
-            config.train_fraction,
-            config.kappa,
-            config.learning_rate,
-            config.decoder_learning_rate_factor
-        )));
-    }
-
     if n_sets < 2 && config.kappa > 0.0 {
         return Err(TrainError::Config(format!(
             "κ = {} needs two datasets for the adversarial classifier; this model has {n_sets} \
@@ -370,6 +448,7 @@ pub fn train(
     }
 
     let device = model.device.clone();
+    let eval_device = device.clone().without_autodiff();
     // Host-side generators: `rng` for the split and minibatch order, `noise` for every draw
     // inside the networks (reparameterisation, dropout); the backend's own generator is unused.
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -384,55 +463,23 @@ pub fn train(
         .collect();
     let steps = batchers.iter().map(|b| b.chunks).max().unwrap_or(1);
 
-    let adam = || HostAdam::new(config.adam_epsilon as f32, config.weight_decay as f32).init();
-    let mut optim = adam();
-    let mut optim_classifier = adam();
     let GimviModel {
         config: model_config,
         module,
         device: model_device,
     } = model;
-    let mut module = module;
-    // The generative network's parameters step with their own rate when it differs.
-    let mut decoder_optim = (config.decoder_learning_rate_factor != 1.0).then(|| DecoderOptim {
-        optim: adam(),
-        ids: module.decoder_param_ids(),
-        lr: config.learning_rate * config.decoder_learning_rate_factor,
-    });
-    let adversarial = config.kappa > 0.0;
-    let mut classifier = adversarial.then(|| Classifier::new(&model_config, &mut noise, &device));
-    // The whole step on the host where the model allows it (gimvi_model::hoststep). Its
-    // parameters then train without requiring gradients: the step never builds a graph, and
-    // parameters that require gradients but never see a backward pass would keep every step's
-    // graph registration (and the old parameter values) alive — ~2.5 MiB per epoch at paper scale.
-    let use_host_step =
-        config.host_step && GimviModule::host_step_supported(&model_config, &device);
-    if use_host_step {
-        module = module.set_require_grad(false);
-        classifier = classifier.map(|c| c.set_require_grad(false));
-    }
-
-    let bar = if config.progress {
-        ProgressBar::new(config.epochs as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    if config.progress {
-        bar.set_draw_target(ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} epoch {pos}/{len} [{bar:30}] {msg} (ETA {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-    }
+    let mut optim = Optimisers::new(config, &module);
+    let mut classifier =
+        (config.kappa > 0.0).then(|| Classifier::new(&model_config, &mut noise, &device));
+    // The step implementation (graph or host), chosen in one place (gimvi_model::step).
+    let mut stepper = step::select(&model_config, &device, config.host_step);
+    let mut module = step::prepare(module, stepper.as_ref());
+    classifier = classifier.map(|c| step::prepare(c, stepper.as_ref()));
 
     let mut history = Vec::with_capacity(config.epochs);
     let mut best: Option<(f64, usize, burn::store::ModuleRecord)> = None;
     let mut stopped_early = false;
     let mut average = WeightAverage::new();
-
     for epoch in 0..config.epochs {
         let start = Instant::now();
         let beta = if config.kl_warmup_epochs == 0 {
@@ -440,265 +487,66 @@ pub fn train(
         } else {
             (epoch as f64 / config.kl_warmup_epochs as f64).min(1.0)
         };
-        let (mut sum_loss, mut sum_rec, mut sum_kl, mut sum_cls) = (0.0, 0.0, 0.0, 0.0);
-        let mut cells_seen = 0usize;
+        let mut sums = EpochSums::default();
         batchers.iter_mut().for_each(Batcher::start_epoch);
         for step in 0..steps {
-            if use_host_step {
-                let rows: Vec<Vec<usize>> = batchers.iter_mut().map(|b| b.next(&mut rng)).collect();
-                let batches: Vec<(&CsrMatrix, &[usize])> = data
-                    .iter()
-                    .zip(&rows)
-                    .map(|(d, r)| (*d, r.as_slice()))
-                    .collect();
-                let n_cells: usize = rows.iter().map(Vec::len).sum();
-                let out = module.host_step(
-                    &model_config,
-                    &batches,
-                    classifier.as_ref().map(|c| (c, config.kappa)),
-                    beta,
-                    &mut noise,
-                    &device,
-                );
-                let terms = [
-                    ("reconstruction loss", Some(out.reconstruction)),
-                    ("KL divergence", Some(out.kl)),
-                    ("adversarial (fool) loss", out.fool),
-                ];
-                for (term, value) in terms {
-                    if let Some(value) = value.filter(|v| !v.is_finite()) {
-                        return Err(TrainError::Diverged {
-                            epoch,
-                            step,
-                            term,
-                            value,
-                        });
-                    }
-                }
-                let loss_v =
-                    out.reconstruction + beta * out.kl + config.kappa * out.fool.unwrap_or(0.0);
-                let mut grads = GradientsParams::new();
-                add_param_grads(&mut grads, out.grads);
-                module = step_module(
-                    module,
-                    &mut optim,
-                    decoder_optim.as_mut(),
-                    config.learning_rate,
-                    grads,
-                );
-                if let Some(c) = classifier.take() {
-                    // z for the classifier: a second pass of the updated encoders
-                    // (scvi-tools), or the generator step's z.
-                    let z = if config.classifier_second_pass {
-                        module.host_encode_sample(&model_config, &batches, &mut noise)
-                    } else {
-                        out.z
-                    };
-                    let (value, cls_grads) =
-                        c.host_step(&z, &out.labels, config.kappa, &mut noise, &device);
-                    if !value.is_finite() {
-                        return Err(TrainError::Diverged {
-                            epoch,
-                            step,
-                            term: "classifier loss",
-                            value: value * config.kappa,
-                        });
-                    }
-                    sum_cls += value * n_cells as f64;
-                    let mut grads = GradientsParams::new();
-                    add_param_grads(&mut grads, cls_grads);
-                    classifier = Some(optim_classifier.step(config.learning_rate, c, grads));
-                }
-                sum_loss += loss_v * n_cells as f64;
-                sum_rec += out.reconstruction * n_cells as f64;
-                sum_kl += out.kl * n_cells as f64;
-                cells_seen += n_cells;
-                continue;
-            }
-            let mut rec_total: Option<Tensor<1>> = None;
-            let mut kl_total: Option<Tensor<1>> = None;
-            let mut zs = Vec::with_capacity(n_sets);
-            let mut labels = Vec::new();
-            let mut n_cells = 0usize;
-            let mut step_rows = Vec::with_capacity(n_sets);
-            let mut host_grads = Vec::new();
-            for m in 0..n_sets {
-                let rows = batchers[m].next(&mut rng);
-                let out = module.forward_rows(
-                    &model_config,
-                    m,
-                    data[m],
-                    &rows,
-                    &device,
-                    Some(&mut noise),
-                );
-                host_grads.extend(out.host_grads);
-                n_cells += rows.len();
-                labels.extend(std::iter::repeat_n(m, rows.len()));
-                step_rows.push(rows);
-                zs.push(out.z);
-                let rec = out.reconstruction.sum().reshape([1]);
-                let kl = out.kl.sum().reshape([1]);
-                rec_total = Some(match rec_total {
-                    Some(t) => t.add(rec),
-                    None => rec,
-                });
-                kl_total = Some(match kl_total {
-                    Some(t) => t.add(kl),
-                    None => kl,
-                });
-            }
-            let rec = rec_total
-                .expect("at least one dataset")
-                .div_scalar(n_cells as f64);
-            let kl = kl_total
-                .expect("at least one dataset")
-                .div_scalar(n_cells as f64);
-            let rec_v = scalar(rec.clone());
-            let kl_v = scalar(kl.clone());
-            for (term, value) in [("reconstruction loss", rec_v), ("KL divergence", kl_v)] {
-                if !value.is_finite() {
-                    return Err(TrainError::Diverged {
-                        epoch,
-                        step,
-                        term,
-                        value,
-                    });
-                }
-            }
-            let mut loss = rec.add(kl.mul_scalar(beta));
-            let z_all = Tensor::cat(zs, 0);
-            let z_detached = z_all.clone().detach();
-            if let Some(c) = &classifier {
-                let fool = c.loss_fool(z_all, &labels, Some(&mut noise));
-                let fool_v = scalar(fool.clone());
-                if !fool_v.is_finite() {
-                    return Err(TrainError::Diverged {
-                        epoch,
-                        step,
-                        term: "adversarial (fool) loss",
-                        value: fool_v,
-                    });
-                }
-                loss = loss.add(fool.mul_scalar(config.kappa));
-            }
-            let loss_v = scalar(loss.clone());
-            let grads = loss.backward();
-            // Layers on the host path get their parameter gradients from the leaves' (gimvi_model::host).
-            let extra: Vec<ParamGrad> = host_grads
+            let rows: Vec<Vec<usize>> = batchers.iter_mut().map(|b| b.next(&mut rng)).collect();
+            let batches: Vec<Minibatch<'_>> = data
                 .iter()
-                .flat_map(|h| h.gradients(&grads))
+                .zip(&rows)
+                .map(|(counts, rows)| Minibatch { counts, rows })
                 .collect();
-            let mut grads = GradientsParams::from_grads(grads, &module);
-            add_param_grads(&mut grads, extra);
-            module = step_module(
-                module,
-                &mut optim,
-                decoder_optim.as_mut(),
-                config.learning_rate,
+            let diverged = |term, value| TrainError::Diverged {
+                epoch,
+                step,
+                term,
+                value,
+            };
+            let adversary = classifier.as_ref().map(|c| (c, config.kappa));
+            let out = stepper.generator(&module, adversary, &batches, beta, &mut noise);
+            check_generator(&out).map_err(|(term, value)| diverged(term, value))?;
+            let GeneratorStep {
+                reconstruction,
+                kl,
+                fool,
                 grads,
-            );
-
+                latent,
+            } = out;
+            module = optim.step_module(module, grads);
             if let Some(c) = classifier.take() {
                 // z for the classifier: a second pass of the updated encoders (scvi-tools), or
                 // the generator step's z.
-                let z_cls = if config.classifier_second_pass {
-                    let zs: Vec<Tensor<2>> = step_rows
-                        .iter()
-                        .enumerate()
-                        .map(|(m, rows)| {
-                            let (mean, var) = module.encode_rows(
-                                &model_config,
-                                m,
-                                data[m],
-                                rows,
-                                &device,
-                                Some(&mut noise),
-                            );
-                            reparameterise(mean, var, &mut noise)
-                        })
-                        .collect();
-                    Tensor::cat(zs, 0).detach()
+                let latent = if config.classifier_second_pass {
+                    stepper.encode_sample(&module, &batches, &mut noise)
                 } else {
-                    z_detached
+                    latent
                 };
-                let cls = c
-                    .loss_true(z_cls, &labels, Some(&mut noise))
-                    .mul_scalar(config.kappa);
-                let cls_v = scalar(cls.clone());
-                if !cls_v.is_finite() {
-                    return Err(TrainError::Diverged {
-                        epoch,
-                        step,
-                        term: "classifier loss",
-                        value: cls_v,
-                    });
+                let cls = stepper.classifier(&c, &latent, config.kappa, &mut noise);
+                if !cls.loss.is_finite() {
+                    return Err(diverged("classifier loss", cls.loss * config.kappa));
                 }
-                sum_cls += cls_v / config.kappa * n_cells as f64;
-                let grads = GradientsParams::from_grads(cls.backward(), &c);
-                classifier = Some(optim_classifier.step(config.learning_rate, c, grads));
+                sums.classifier += cls.loss * latent.labels.len() as f64;
+                classifier = Some(optim.step_classifier(c, cls.grads));
             }
-            sum_loss += loss_v * n_cells as f64;
-            sum_rec += rec_v * n_cells as f64;
-            sum_kl += kl_v * n_cells as f64;
-            cells_seen += n_cells;
+            let n_cells: usize = rows.iter().map(Vec::len).sum();
+            let loss = reconstruction + beta * kl + config.kappa * fool.unwrap_or(0.0);
+            sums.add(n_cells, loss, reconstruction, kl);
         }
-
-        // Validation ELBO (KL unweighted) on held-out cells, networks in evaluation mode.
-        let validation_loss = if validation_cells.iter().all(|v| v.is_empty()) {
-            None
-        } else {
-            let eval = module.valid();
-            let eval_device = device.clone().without_autodiff();
-            let mut eval_noise =
-                ModelRng::seed_from_u64(config.seed.wrapping_add(epoch as u64 + 1));
-            let (mut total, mut n) = (0.0, 0usize);
-            for (m, cells) in validation_cells.iter().enumerate() {
-                for chunk in cells.chunks(1024) {
-                    let out = eval.forward_rows(
-                        &model_config,
-                        m,
-                        data[m],
-                        chunk,
-                        &eval_device,
-                        Some(&mut eval_noise),
-                    );
-                    total += scalar(out.reconstruction.add(out.kl).sum().reshape([1]));
-                    n += chunk.len();
-                }
-            }
-            let v = total / n.max(1) as f64;
-            if !v.is_finite() {
-                return Err(TrainError::Diverged {
-                    epoch,
-                    step: steps,
-                    term: "validation ELBO",
-                    value: v,
-                });
-            }
-            Some(v)
-        };
-
-        let log = EpochLog {
+        let validation_loss = validation_elbo(
+            &module,
+            &model_config,
+            data,
+            &validation_cells,
+            &eval_device,
+            config.seed.wrapping_add(epoch as u64 + 1),
+        )
+        .map_err(|value| TrainError::Diverged {
             epoch,
-            beta,
-            loss: sum_loss / cells_seen as f64,
-            reconstruction: sum_rec / cells_seen as f64,
-            kl: sum_kl / cells_seen as f64,
-            classifier_loss: sum_cls / cells_seen as f64,
-            validation_loss,
-            seconds: start.elapsed().as_secs_f64(),
-        };
-        bar.set_message(format!(
-            "loss {:.3} rec {:.3} kl {:.3}{}",
-            log.loss,
-            log.reconstruction,
-            log.kl,
-            log.validation_loss
-                .map(|v| format!(" val {v:.3}"))
-                .unwrap_or_default()
-        ));
-        bar.inc(1);
+            step: steps,
+            term: "validation ELBO",
+            value,
+        })?;
+        let log = sums.log(epoch, beta, validation_loss, start.elapsed().as_secs_f64());
         on_epoch(&log);
         history.push(log);
 
@@ -715,7 +563,6 @@ pub fn train(
             average.add(&module);
         }
     }
-    bar.finish_and_clear();
 
     if let Some((_, _, record)) = best.filter(|_| stopped_early) {
         module = module
@@ -724,12 +571,9 @@ pub fn train(
     } else if average.snapshots() > 1 {
         module = average.apply(module);
     }
-    if use_host_step {
-        // Parameters require gradients again, as the graph path leaves them.
-        module = module.set_require_grad(true);
-        classifier = classifier.map(|c| c.set_require_grad(true));
-    }
-
+    // Parameters require gradients again, as a freshly built module has them.
+    let module = module.set_require_grad(true);
+    let classifier = classifier.map(|c| c.set_require_grad(true));
     Ok(TrainResult {
         model: GimviModel {
             config: model_config,
@@ -744,69 +588,145 @@ pub fn train(
     })
 }
 
-/// The generative network's own optimiser (`TrainConfig::decoder_learning_rate_factor`).
-struct DecoderOptim {
-    optim: ModuleOptimizer,
-    /// The parameters it steps ([`GimviModule::decoder_param_ids`]).
-    ids: ParamIds,
-    /// Its learning rate.
+/// The first non-finite term of a generator step, as (name, value).
+fn check_generator(out: &GeneratorStep) -> Result<(), (&'static str, f64)> {
+    let terms = [
+        ("reconstruction loss", Some(out.reconstruction)),
+        ("KL divergence", Some(out.kl)),
+        ("adversarial (fool) loss", out.fool),
+    ];
+    for (term, value) in terms {
+        if let Some(value) = value.filter(|v| !v.is_finite()) {
+            return Err((term, value));
+        }
+    }
+    Ok(())
+}
+
+/// Per-cell sums over an epoch's steps.
+#[derive(Debug, Default)]
+struct EpochSums {
+    cells: usize,
+    loss: f64,
+    reconstruction: f64,
+    kl: f64,
+    classifier: f64,
+}
+
+impl EpochSums {
+    fn add(&mut self, cells: usize, loss: f64, reconstruction: f64, kl: f64) {
+        let n = cells as f64;
+        self.cells += cells;
+        self.loss += loss * n;
+        self.reconstruction += reconstruction * n;
+        self.kl += kl * n;
+    }
+
+    fn log(&self, epoch: usize, beta: f64, validation_loss: Option<f64>, seconds: f64) -> EpochLog {
+        let n = self.cells as f64;
+        EpochLog {
+            epoch,
+            beta,
+            loss: self.loss / n,
+            reconstruction: self.reconstruction / n,
+            kl: self.kl / n,
+            classifier_loss: self.classifier / n,
+            validation_loss,
+            seconds,
+        }
+    }
+}
+
+/// The negative ELBO per validation cell (KL unweighted), networks in evaluation mode; `None`
+/// without validation cells, `Err(value)` when it is not finite.
+/// `noise_seed` seeds the posterior draws of the pass.
+fn validation_elbo(
+    module: &GimviModule,
+    model_config: &gimvi_model::ModelConfig,
+    data: &[&CsrMatrix],
+    validation_cells: &[Vec<usize>],
+    eval_device: &burn::tensor::Device,
+    noise_seed: u64,
+) -> Result<Option<f64>, f64> {
+    if validation_cells.iter().all(|v| v.is_empty()) {
+        return Ok(None);
+    }
+    let eval = module.valid();
+    let mut eval_noise = ModelRng::seed_from_u64(noise_seed);
+    let (mut total, mut n) = (0.0, 0usize);
+    for (m, cells) in validation_cells.iter().enumerate() {
+        for chunk in cells.chunks(1024) {
+            let out = eval.forward_rows(
+                model_config,
+                m,
+                data[m],
+                chunk,
+                eval_device,
+                Some(&mut eval_noise),
+            );
+            total += scalar(out.reconstruction.add(out.kl).sum().reshape([1]));
+            n += chunk.len();
+        }
+    }
+    let v = total / n.max(1) as f64;
+    if v.is_finite() {
+        Ok(Some(v))
+    } else {
+        Err(v)
+    }
+}
+
+/// The optimisers of a training: Adam for the module (the generative network's parameters
+/// with their own instance and rate when `TrainConfig::decoder_learning_rate_factor` ≠ 1;
+/// Adam's state is per parameter, so the split changes nothing but the rate) and for the
+/// classifier.
+struct Optimisers {
+    module: ModuleOptimizer,
+    classifier: ModuleOptimizer,
+    decoder: Option<(ModuleOptimizer, ParamIds, f64)>,
     lr: f64,
 }
 
-/// One optimiser step of the model: the generative network's parameters with their own
-/// optimiser and rate when `decoder` is set, every other parameter with `optim` at `lr`.
-/// Adam's state is per parameter, so the split changes nothing but the rate.
-fn step_module(
-    module: GimviModule,
-    optim: &mut ModuleOptimizer,
-    decoder: Option<&mut DecoderOptim>,
-    lr: f64,
-    mut grads: GradientsParams,
-) -> GimviModule {
-    let Some(DecoderOptim {
-        optim: decoder_optim,
-        ids,
-        lr: decoder_lr,
-    }) = decoder
-    else {
-        return optim.step(lr, module, grads);
-    };
-    let mut decoder_grads = GradientsParams::new();
-    for &id in &ids.matrices {
-        if let Some(g) = grads.remove::<2>(id) {
-            decoder_grads.register(id, g);
+impl Optimisers {
+    fn new(config: &TrainConfig, module: &GimviModule) -> Self {
+        let adam = || HostAdam::new(config.adam_epsilon as f32, config.weight_decay as f32).init();
+        Self {
+            module: adam(),
+            classifier: adam(),
+            decoder: (config.decoder_learning_rate_factor != 1.0).then(|| {
+                (
+                    adam(),
+                    module.decoder_param_ids(),
+                    config.learning_rate * config.decoder_learning_rate_factor,
+                )
+            }),
+            lr: config.learning_rate,
         }
     }
-    for &id in &ids.vectors {
-        if let Some(g) = grads.remove::<1>(id) {
-            decoder_grads.register(id, g);
-        }
-    }
-    let module = optim.step(lr, module, grads);
-    decoder_optim.step(*decoder_lr, module, decoder_grads)
-}
 
-/// Adds gradients computed outside burn's graph (the model's host path) to burn's, summing
-/// where a parameter already has one (the decoder's weights also get the spatial dataset's
-/// gradient through the graph).
-fn add_param_grads(grads: &mut GradientsParams, extra: Vec<ParamGrad>) {
-    for g in extra {
-        match g {
-            ParamGrad::Matrix(id, t) => {
-                let t = match grads.remove::<2>(id) {
-                    Some(e) => e.add(t),
-                    None => t,
-                };
-                grads.register(id, t);
-            }
-            ParamGrad::Vector(id, t) => {
-                let t = match grads.remove::<1>(id) {
-                    Some(e) => e.add(t),
-                    None => t,
-                };
-                grads.register(id, t);
+    /// One step of the module with `grads`.
+    fn step_module(&mut self, module: GimviModule, mut grads: GradientsParams) -> GimviModule {
+        let Some((decoder_optim, ids, decoder_lr)) = &mut self.decoder else {
+            return self.module.step(self.lr, module, grads);
+        };
+        let mut decoder_grads = GradientsParams::new();
+        for &id in &ids.matrices {
+            if let Some(g) = grads.remove::<2>(id) {
+                decoder_grads.register(id, g);
             }
         }
+        for &id in &ids.vectors {
+            if let Some(g) = grads.remove::<1>(id) {
+                decoder_grads.register(id, g);
+            }
+        }
+        let module = self.module.step(self.lr, module, grads);
+        decoder_optim.step(*decoder_lr, module, decoder_grads)
+    }
+
+    /// One step of the classifier with `grads`.
+    fn step_classifier(&mut self, classifier: Classifier, grads: GradientsParams) -> Classifier {
+        self.classifier.step(self.lr, classifier, grads)
     }
 }
 

@@ -54,7 +54,6 @@ fn quick(epochs: usize, kappa: f64, seed: u64) -> TrainConfig {
         epochs,
         kappa,
         seed,
-        progress: false,
         ..TrainConfig::default()
     }
 }
@@ -293,7 +292,7 @@ fn wide_params(model: &GimviModel, genes: usize) -> Vec<Vec<f32>> {
 /// weights move), a seeded run is reproducible, and the ELBO improves.
 #[test]
 fn wide_data_trains_through_the_host_path_reproducibly() {
-    let genes = gimvi_model::host::HOST_PATH_MIN_GENES + 76;
+    let genes = gimvi_model::HOST_PATH_MIN_GENES + 76;
     let sim = simulate(&SimulationConfig {
         n_sc: 200,
         n_spatial: 150,

@@ -1,10 +1,11 @@
 //! Pipeline helpers outside the κ machinery: the single-dataset model behind Fig. 2's purity.
 
-use gimvi::likelihoods::CountLikelihood;
-use gimvi::model::simulate::{simulate, SimulationConfig};
-use gimvi::pipeline::{single_dataset_latent, PipelineError};
-use gimvi::trainer::TrainConfig;
-use gimvi::{BackendKind, Device};
+use crate::error::Error;
+use crate::prepare::single_dataset_latent;
+use crate::{BackendKind, Device};
+use gimvi_likelihoods::CountLikelihood;
+use gimvi_model::simulate::{simulate, SimulationConfig};
+use gimvi_trainer::TrainConfig;
 
 fn device() -> Device {
     BackendKind::default()
@@ -28,7 +29,6 @@ fn a_single_dataset_latent_is_seeded_and_refuses_mismatched_genes() {
         // Ignored: a model of one dataset has no adversary.
         kappa: 5.0,
         seed: 9,
-        progress: false,
         ..TrainConfig::default()
     };
     let spatial_genes: Vec<String> = sim
@@ -81,13 +81,13 @@ fn a_single_dataset_latent_is_seeded_and_refuses_mismatched_genes() {
         &device(),
     )
     .unwrap_err();
-    assert!(matches!(err, PipelineError::Input(_)), "{err}");
+    assert!(matches!(err, Error::Input(_)), "{err}");
     assert!(err.to_string().contains("gene names"), "{err}");
 }
 
 #[test]
 fn method_names_are_the_reports_row_names() {
-    use gimvi::pipeline::method_name;
+    use crate::imputers::method_name;
     assert_eq!(method_name(5.0, false, &[], 1), "gimVI κ=5");
     assert_eq!(method_name(0.5, false, &[], 3), "gimVI κ=0.5 ×3");
     assert_eq!(method_name(5.0, true, &[], 1), "gimVI κ* (automatic)");

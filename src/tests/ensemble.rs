@@ -2,14 +2,13 @@
 //! pooled posterior by the law of total variance), saved and loaded as a folder, and refusing
 //! inconsistent input with typed errors.
 
-mod common;
-
-use common::{device, model_config};
-use gimvi::ensemble::{EnsembleMember, ModelEnsemble};
-use gimvi::model::simulate::{simulate, Simulation, SimulationConfig};
-use gimvi::model::{GimviModel, Imputation, ImputeOptions, ModelError};
-use gimvi::pipeline::{PipelineError, ENSEMBLE_SEED_STRIDE};
-use gimvi::trainer::TrainConfig;
+use super::common::{device, model_config};
+use crate::ensemble::{EnsembleMember, FitObserver, ModelEnsemble};
+use crate::error::Error;
+use crate::prepare::ENSEMBLE_SEED_STRIDE;
+use gimvi_model::simulate::{simulate, Simulation, SimulationConfig};
+use gimvi_model::{GimviModel, Imputation, ImputeOptions, ModelError};
+use gimvi_trainer::TrainConfig;
 
 fn small() -> Simulation {
     simulate(&SimulationConfig {
@@ -26,7 +25,6 @@ fn train() -> TrainConfig {
     TrainConfig {
         epochs: 3,
         seed: 11,
-        progress: false,
         ..TrainConfig::default()
     }
 }
@@ -44,7 +42,10 @@ fn an_ensemble_averages_its_members_and_pools_their_posteriors() {
         &[0.0, 5.0],
         2,
         &device(),
-        |i, n, k, s| seen.push((i, n, k, s)),
+        &mut FitObserver {
+            on_model: &mut |i, n, k, s| seen.push((i, n, k, s)),
+            on_epoch: &mut |_| {},
+        },
     )
     .expect("the ensemble trains");
     assert_eq!(ensemble.len(), 4);
@@ -157,7 +158,7 @@ fn an_ensemble_round_trips_through_a_folder_and_reads_single_model_folders() {
         &[1.0],
         3,
         &device(),
-        |_, _, _, _| {},
+        &mut FitObserver::quiet_observer(),
     )
     .expect("the ensemble trains");
     let dir = tempfile::tempdir().expect("a temporary folder");
@@ -219,11 +220,11 @@ fn inconsistent_ensembles_get_typed_errors() {
             kappas,
             members,
             &device(),
-            |_, _, _, _| {},
+            &mut FitObserver::quiet_observer(),
         )
     };
-    assert!(matches!(fit(&[], 2), Err(PipelineError::Input(_))));
-    assert!(matches!(fit(&[1.0], 0), Err(PipelineError::Input(_))));
+    assert!(matches!(fit(&[], 2), Err(Error::Input(_))));
+    assert!(matches!(fit(&[1.0], 0), Err(Error::Input(_))));
     let err = fit(&[0.0, f64::NAN], 1).expect_err("NaN κ");
     assert!(err.to_string().contains("κ"), "{err}");
     assert!(matches!(

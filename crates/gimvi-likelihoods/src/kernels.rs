@@ -1,4 +1,4 @@
-//! Fused value-and-gradient of the count likelihoods on the host, for CPU backends.
+//! Value and gradient of the count likelihoods in one pass on the host, for CPU backends.
 //!
 //! The tensor forms in [`crate::count`] chain ~50 elementwise operations forward and ~100
 //! backward; on a CPU backend each one is a pass over memory plus framework overhead, so the
@@ -6,16 +6,13 @@
 //! one pass over the minibatch computes, per element, ln p and its derivatives with respect to
 //! μ, θ and the dropout logit π, threaded over cells: zero counts (most entries at
 //! transcriptome scale) by a branch-free f32 pass that vectorises (AVX2 + FMA where the CPU
-//! has it), non-zero counts in f64. [`fused_log_prob_rows`] then hands the result back to
-//! autodiff as a *surrogate*: for each cell
+//! has it), non-zero counts in f64. The model crate wraps these kernels in burn custom
+//! operations with a hand-written backward (its private `ops` module), so autodiff sees one
+//! operation whose gradient is the one computed here.
 //!
-//! r_n = V_n + Σ_g (μ_ng − sg(μ_ng)) ∂_μ + (π_ng − sg(π_ng)) ∂_π + (1/N) Σ_g (θ_g − sg(θ_g)) Σ_m ∂_θ,m
-//!
-//! with sg = stop-gradient and N the rows of the minibatch. Its value is exactly V_n (the
-//! perturbations are x − x = 0) and the gradient of Σ_n r_n is exactly the host-computed one
-//! (θ is shared by all rows, so its gradient is summed over rows on the host and attached once),
-//! so training sees the same objective as with the tensor form, at a handful of elementwise
-//! passes instead of ~150.
+//! This module is an internal interface between gimvi's crates (hidden from the docs): its
+//! functions may change without notice. The tensor forms are the definition; these kernels
+//! are checked against them (`tests/kernels.rs`).
 //!
 //! Formulas (Lopez et al. 2019 Eq. 3 and 6; μ and θ get [`EPS`] added as in the tensor form):
 //!
@@ -30,28 +27,12 @@
 //! reciprocals for x < 16 (most counts), which is exact where the difference of two large ln Γ
 //! values would cancel; statrs' Lanczos ln Γ and its ψ are used beyond.
 
-use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 use statrs::function::gamma::{digamma, ln_gamma};
 
 use crate::count::EPS;
 use crate::fastmath;
 use crate::CountLikelihood;
-
-/// Whether `device` (with or without autodiff) is a CPU backend for which the host path is the
-/// faster one (burn-ndarray or burn-flex).
-///
-/// Setting the environment variable `GIMVI_NO_FUSED` (any value) makes this `false`
-/// everywhere, so training runs the tensor forms instead: a check that the fused path changes
-/// nothing but speed (on the paper-scale synthetic pair both gave the same fold-0 median ρ̃ to
-/// 2–3 digits for three seeds, `docs/performance.md`).
-pub fn is_host_device(device: &Device) -> bool {
-    if std::env::var_os("GIMVI_NO_FUSED").is_some() {
-        return false;
-    }
-    let d = format!("{device:?}");
-    d.contains("NdArray(") || d.contains("Flex(")
-}
 
 /// ln p and its derivatives for a `rows × cols` minibatch, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -462,92 +443,8 @@ fn zero_pass_body(
     }
 }
 
-/// The θ part of the surrogate, `[1, 1]` (broadcast over rows): θ is one value per gene shared
-/// by all rows, so its gradient is summed over rows on the host first and attached with one
-/// `[1, cols]` product instead of a `[rows, cols]` one. Only the *sum* over rows carries the exact
-/// θ gradient (each row gets 1/rows of it) — the model only ever sums the rows.
-/// The θ term of the surrogate: (1/`rows`) Σ_g (θ_g − sg(θ_g)) Σ_n ∂_θ,ng, a `[1, 1]` tensor of
-/// value 0 whose gradient, broadcast over the `rows` cells of the minibatch and summed, is the
-/// host gradient `d_theta` (`rows × cols`) summed over cells. `theta` is `[1, cols]`.
-pub fn attach_theta(theta: Tensor<2>, d_theta: &[f32], rows: usize, cols: usize) -> Tensor<2> {
-    let mut sum = vec![0.0f64; cols];
-    for row in d_theta.chunks(cols) {
-        for (s, &d) in sum.iter_mut().zip(row) {
-            *s += f64::from(d);
-        }
-    }
-    attach_theta_summed(theta, &sum, rows)
-}
-
-/// [`attach_theta`] from the host gradient already summed over the `rows` cells, per column.
-pub fn attach_theta_summed(theta: Tensor<2>, column_sums: &[f64], rows: usize) -> Tensor<2> {
-    let cols = column_sums.len();
-    let sum: Vec<f32> = column_sums
-        .iter()
-        .map(|&v| (v / rows as f64) as f32)
-        .collect();
-    let device = theta.device();
-    let g = Tensor::<2>::from_data(TensorData::new(sum, [1, cols]), &device);
-    theta.clone().sub(theta.detach()).mul(g).sum_dim(1)
-}
-
-/// A float tensor's values on the host as f32 (the copy every host path starts from).
-pub fn host_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("an f32 tensor")
-}
-
-/// Per-row Σ_g ln p as a `[rows, 1]` tensor whose value and gradients (w.r.t. `mu`, `theta`,
-/// `logits`) are those of the likelihood, computed on the host by [`value_and_grad`] and
-/// re-attached by the surrogate of the module docs. `x` is the host copy of the counts
-/// (row-major, `rows × cols`); `mu` and `logits` are `[rows, cols]`, `theta` is `[1, cols]`.
-/// Arguments the likelihood does not use may be `None`.
-///
-/// # Panics
-/// If a parameter the likelihood needs is missing or shapes disagree (the model crate's
-/// contract; the public tensor forms return typed errors instead).
-pub fn fused_log_prob_rows(
-    likelihood: CountLikelihood,
-    x: &[f32],
-    mu: Tensor<2>,
-    theta: Option<Tensor<2>>,
-    logits: Option<Tensor<2>>,
-) -> Tensor<2> {
-    let [rows, cols] = mu.dims();
-    let device = mu.device();
-    let mu_h = host_vec(mu.clone());
-    let theta_h = theta
-        .as_ref()
-        .map(|t| host_vec(t.clone()))
-        .unwrap_or_default();
-    let logits_h = logits
-        .as_ref()
-        .map(|t| host_vec(t.clone()))
-        .unwrap_or_default();
-    let vg = value_and_grad(likelihood, cols, x, &mu_h, &theta_h, &logits_h);
-
-    let grad = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [rows, cols]), &device);
-    let values: Vec<f32> = vg.row_values.iter().map(|&v| v as f32).collect();
-    let mut out = Tensor::<2>::from_data(TensorData::new(values, [rows, 1]), &device);
-    // (p − sg(p)) is exactly zero; multiplying by the host gradient re-attaches it.
-    let perturb = |p: Tensor<2>| p.clone().sub(p.detach());
-    out = out.add(perturb(mu).mul(grad(vg.d_mu)).sum_dim(1));
-    if likelihood.has_dispersion() {
-        let theta = theta.expect("θ for a likelihood with dispersion");
-        out = out.add(attach_theta(theta, &vg.d_theta, rows, cols));
-    }
-    if likelihood.has_dropout() {
-        let logits = logits.expect("dropout logits for ZINB");
-        out = out.add(perturb(logits).mul(grad(vg.d_logit)).sum_dim(1));
-    }
-    out
-}
-
-/// Host value and gradients of the likelihood with μ = ℓ · softmax(logits), per row: what
-/// [`fused_log_prob_rows_softmax`] attaches to autodiff, for callers that apply the gradients
-/// themselves (the model's host decoder path).
+/// Host value and gradients of the likelihood with μ = ℓ · softmax(logits), per row: the
+/// model crate's decoder operations return to autodiff.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SoftmaxValueAndGrad {
     /// Σ_g ln p per row.
@@ -744,57 +641,4 @@ fn softmax_chain_row_body(mu_r: &[f32], rho_r: &[f32], d_r: &mut [f32]) -> f32 {
         *d = (f64::from(m) * f64::from(*d) - f64::from(p) * s) as f32;
     }
     s as f32
-}
-
-/// [`fused_log_prob_rows`] with the mean given as μ = ℓ · softmax(logits) (Lopez et al. 2019,
-/// Eq. 5 with the observed or sampled library ℓ = exp(`log_library`), `[rows, 1]`): the softmax
-/// and the scaling are evaluated on the host too ([`softmax_value_and_grad`]).
-///
-/// # Panics
-/// As [`fused_log_prob_rows`].
-pub fn fused_log_prob_rows_softmax(
-    likelihood: CountLikelihood,
-    x: &[f32],
-    logits: Tensor<2>,
-    log_library: Tensor<2>,
-    theta: Option<Tensor<2>>,
-    dropout_logits: Option<Tensor<2>>,
-) -> Tensor<2> {
-    let [rows, cols] = logits.dims();
-    let device = logits.device();
-    let theta_h = theta
-        .as_ref()
-        .map(|t| host_vec(t.clone()))
-        .unwrap_or_default();
-    let dropout_h = dropout_logits
-        .as_ref()
-        .map(|t| host_vec(t.clone()))
-        .unwrap_or_default();
-    let sg = softmax_value_and_grad(
-        likelihood,
-        cols,
-        x,
-        &host_vec(logits.clone()),
-        &host_vec(log_library.clone()),
-        &theta_h,
-        &dropout_h,
-    );
-    let (d_l, d_lib) = (sg.d_logits, sg.d_log_library);
-
-    let grad =
-        |v: Vec<f32>, c: usize| Tensor::<2>::from_data(TensorData::new(v, [rows, c]), &device);
-    let values: Vec<f32> = sg.row_values.iter().map(|&v| v as f32).collect();
-    let perturb = |p: Tensor<2>| p.clone().sub(p.detach());
-    let mut out = grad(values, 1);
-    out = out.add(perturb(logits).mul(grad(d_l, cols)).sum_dim(1));
-    out = out.add(perturb(log_library).mul(grad(d_lib, 1)));
-    if likelihood.has_dispersion() {
-        let theta = theta.expect("θ for a likelihood with dispersion");
-        out = out.add(attach_theta_summed(theta, &sg.d_theta_sum, rows));
-    }
-    if likelihood.has_dropout() {
-        let logits = dropout_logits.expect("dropout logits for ZINB");
-        out = out.add(perturb(logits).mul(grad(sg.d_dropout, cols)).sum_dim(1));
-    }
-    out
 }

@@ -1,15 +1,15 @@
 //! The automatic κ (inner cross-validation on the training genes) and the fit sharing that
 //! lets κ* reuse a fixed-κ fit of the same fold, on data simulated from the gimVI model.
 
-mod common;
-
-use common::{device, model_config};
-use gimvi::data::CsrMatrix;
-use gimvi::likelihoods::CountLikelihood;
-use gimvi::metrics::protocol::{FoldTask, Imputer};
-use gimvi::model::simulate::{simulate, Simulation, SimulationConfig};
-use gimvi::pipeline::{choose_kappa_with, GimviImputer, KappaChoice, PipelineError, SharedFits};
-use gimvi::trainer::TrainConfig;
+use super::common::{device, model_config};
+use crate::error::Error;
+use crate::imputers::{GimviImputer, SharedFits};
+use crate::kappa::{choose_kappa_with, KappaChoice};
+use gimvi_data::CsrMatrix;
+use gimvi_likelihoods::CountLikelihood;
+use gimvi_metrics::protocol::{FoldTask, Imputer};
+use gimvi_model::simulate::{simulate, Simulation, SimulationConfig};
+use gimvi_trainer::TrainConfig;
 
 fn small() -> Simulation {
     simulate(&SimulationConfig {
@@ -27,7 +27,6 @@ fn train(epochs: usize, kappa: f64) -> TrainConfig {
         epochs,
         kappa,
         seed: 5,
-        progress: false,
         ..TrainConfig::default()
     }
 }
@@ -52,7 +51,7 @@ fn inner_validation_pools_the_hidden_genes_of_every_split() {
     assert!(choice.gene_scores.iter().all(|g| g.len() == 4));
     assert_eq!(choice.average_gene_scores.len(), 4);
     for ((_, m), g) in choice.scores.iter().zip(&choice.gene_scores) {
-        assert_eq!(Some(*m), gimvi::metrics::correlation::median(g));
+        assert_eq!(Some(*m), gimvi_metrics::correlation::median(g));
     }
     let all = choose_kappa_with(&config, &data, &[0.0], &train(2, 0.0), 5, &device())
         .expect("κ is chosen");
@@ -62,7 +61,7 @@ fn inner_validation_pools_the_hidden_genes_of_every_split() {
 
     for splits in [0, 6] {
         match choose_kappa_with(&config, &data, &[0.0], &train(1, 0.0), splits, &device()) {
-            Err(PipelineError::Input(msg)) => assert!(msg.contains("splits"), "{msg}"),
+            Err(Error::Input(msg)) => assert!(msg.contains("splits"), "{msg}"),
             other => panic!("{splits} splits: expected an input error, got {other:?}"),
         }
     }
@@ -189,7 +188,7 @@ fn a_shared_fit_is_the_fit_itself() {
 
 #[test]
 fn an_ensemble_averages_its_members_and_shares_fits_and_choices() {
-    use gimvi::pipeline::ENSEMBLE_SEED_STRIDE;
+    use crate::prepare::ENSEMBLE_SEED_STRIDE;
     let sim = small();
     let genes: Vec<String> = sim
         .spatial_genes

@@ -1,9 +1,9 @@
 //! Helpers shared by the integration tests that train on simulated data.
 
-use gimvi::likelihoods::CountLikelihood;
-use gimvi::model::simulate::Simulation;
-use gimvi::model::{DatasetSpec, LibraryModel, ModelConfig};
-use gimvi::{BackendKind, Device};
+use crate::{BackendKind, Device};
+use gimvi_likelihoods::CountLikelihood;
+use gimvi_model::simulate::Simulation;
+use gimvi_model::{DatasetSpec, LibraryModel, ModelConfig};
 
 /// The default CPU backend's autodiff device.
 pub fn device() -> Device {
@@ -17,7 +17,7 @@ pub fn device() -> Device {
 /// data's own log-library prior) over every gene, spatial (Poisson, observed library) over the
 /// simulation's spatial genes, with a `latent`-dimensional z.
 pub fn model_config(sim: &Simulation, latent: usize) -> ModelConfig {
-    let (log_mean, log_var) = gimvi::data::prepare::log_library_moments(&sim.sc_counts);
+    let (log_mean, log_var) = gimvi_data::prepare::log_library_moments(&sim.sc_counts);
     let sc = DatasetSpec {
         name: "scRNA-seq".into(),
         genes: sim.genes.clone(),
