@@ -424,6 +424,9 @@ fn fit_command(args: &FitArgs, quiet: bool) -> Result<()> {
     let a = &args.model;
     let (train, options) = plan(a)?;
     let kind = backend(&a.backend)?;
+    // Check the backend before reading (possibly large) files: a machine without a GPU
+    // adapter fails at once with a typed error.
+    kind.open()?;
     let sc = read(&a.sc, &a.read)?;
     warn_about(quiet, &sc);
     let sp: Vec<Dataset> = a
