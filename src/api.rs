@@ -674,8 +674,19 @@ impl Gimvi {
 
     /// Saves the trained model(s) into the folder `dir` (created if needed): `config.json`,
     /// `weights.bpk`, `history.json`, and for several models `ensemble.json` and `member-k/`.
+    ///
+    /// The folder is written atomically: an interrupted or failed save leaves no folder, or the
+    /// previous model exactly as it was. An existing folder is replaced only when it is empty or
+    /// holds a saved model; a file, or a folder holding other files, is refused.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         Ok(self.trained()?.save(dir)?)
+    }
+
+    /// Checks, without writing anything lasting, that [`Gimvi::save`] could write a model at
+    /// `dir` (its parent folder exists and is writable; `dir` is absent, empty or a model
+    /// folder). Call it before a long training so that a bad output path fails at once.
+    pub fn check_save_path(dir: impl AsRef<Path>) -> Result<()> {
+        Ok(crate::folder::preflight(dir.as_ref())?)
     }
 
     /// Loads a model saved by [`Gimvi::save`] (or by `gimvi fit`) onto `backend`. A loaded

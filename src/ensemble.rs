@@ -270,8 +270,16 @@ impl ModelEnsemble {
 
     /// Writes the ensemble into `dir` (created if needed): member 0 as a plain model, member
     /// k in `dir/member-k`, each with its `history.json` when it has one, and `ensemble.json`.
+    ///
+    /// The folder is written atomically (a temporary folder beside it takes its place when
+    /// complete): an interrupted or failed save leaves no folder, or the previous model intact.
+    /// A target that is a file, or a folder holding files but no model, is refused.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), ModelError> {
-        let dir = dir.as_ref();
+        crate::folder::write_folder_atomic(dir.as_ref(), |tmp| self.save_into(tmp))
+    }
+
+    /// Writes the members and `ensemble.json` into the (new, empty) folder `dir`.
+    fn save_into(&self, dir: &Path) -> Result<(), ModelError> {
         for (k, member) in self.members.iter().enumerate() {
             let target = member_dir(dir, k);
             member.model.save(&target)?;

@@ -69,6 +69,12 @@ pub struct GimviImputer {
     /// the same settings it trains nothing of its own. Used by [`Imputer::impute`];
     /// [`GimviImputer::fit_fold`] trains one model at `train.kappa` (or at the chosen κ).
     pub kappa_average: Vec<f64>,
+    /// The transcriptome protocol: the reference's genes outside the shared ones (names, and
+    /// their counts for every scRNA-seq row of the evaluation, in its row order). The model's
+    /// gene space is then the shared genes followed by these, so the held-out genes shape the
+    /// latent space through the reference (gimVI's advantage over mapping methods). `None`:
+    /// the paper's protocol (reference restricted to the shared genes).
+    pub extra_reference: Option<std::sync::Arc<(Vec<String>, CsrMatrix)>>,
 }
 
 /// Latent representations (posterior means of z) of both datasets' cells in one fold.
@@ -111,7 +117,10 @@ impl GimviImputer {
         sc_counts: &CsrMatrix,
         sp_counts: &CsrMatrix,
     ) -> Result<(ModelConfig, TrainConfig, Vec<f64>), Error> {
-        let genes = task.gene_names.to_vec();
+        let mut genes = task.gene_names.to_vec();
+        if let Some(extra) = &self.extra_reference {
+            genes.extend(extra.0.iter().cloned());
+        }
         let (log_mean, log_var) = log_library_moments(sc_counts);
         let sc = DatasetSpec {
             name: "scRNA-seq".into(),
@@ -401,7 +410,13 @@ impl Imputer for GimviImputer {
         {
             return Err(format!("κ must be a finite number ≥ 0, got {bad}").into());
         }
-        let sc_counts = to_csr(task.sc_counts.view())?;
+        let sc_counts = match &self.extra_reference {
+            None => to_csr(task.sc_counts.view())?,
+            Some(extra) => hstack(
+                &to_csr(task.sc_counts.view())?,
+                &extra.1.select_rows(task.sc_cells),
+            )?,
+        };
         let sp_counts = to_csr(task.spatial_train.view())?;
         // One κ, or every κ of the average (each with its `members` models).
         let (config, train_config, kappas) = self.fold_setup(task, &sc_counts, &sp_counts)?;
@@ -447,6 +462,24 @@ impl Imputer for GimviImputer {
         }
         Ok(prediction.ok_or("no ensemble member trained")? / n)
     }
+}
+
+/// The columns of `a` followed by those of `b` (same rows).
+fn hstack(a: &CsrMatrix, b: &CsrMatrix) -> Result<CsrMatrix, gimvi_data::DataError> {
+    let (mut indptr, mut indices, mut data) = (vec![0usize], Vec::new(), Vec::new());
+    let offset = u32::try_from(a.n_cols()).unwrap_or(u32::MAX);
+    for r in 0..a.n_rows() {
+        for (c, v) in a.row(r) {
+            indices.push(c as u32);
+            data.push(v);
+        }
+        for (c, v) in b.row(r) {
+            indices.push(offset + c as u32);
+            data.push(v);
+        }
+        indptr.push(indices.len());
+    }
+    CsrMatrix::from_parts(a.n_rows(), a.n_cols() + b.n_cols(), indptr, indices, data)
 }
 
 /// The report name of a gimVI configuration, the same in the examples, `table1` and the CLI:

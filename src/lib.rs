@@ -61,6 +61,7 @@ mod api;
 mod backend;
 mod ensemble;
 mod error;
+mod folder;
 mod imputers;
 mod kappa;
 pub mod paper;

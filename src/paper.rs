@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use gimvi_metrics::correlation::{median, spearman};
 use gimvi_metrics::protocol::{
     evaluate, evaluate_with_folds, FoldTask, Imputer, ImputerError, KnnExpressionImputer,
-    MeanImputer, ProtocolConfig,
+    MeanImputer, PrecomputedImputer, ProtocolConfig,
 };
 use gimvi_trainer::TrainConfig;
 use ndarray::{Array2, ArrayView2};
@@ -321,6 +321,7 @@ pub fn table1(
         shared: Some(shared.clone()),
         ensemble,
         kappa_average: Vec::new(),
+        extra_reference: None,
     };
     // The average over the paper's three κ: built from the fixed-κ rows' own fits (shared),
     // so it trains nothing; it is computed after them in every fold.
@@ -395,24 +396,11 @@ pub fn table1(
     );
     let (sc_dense, sp_dense) = (sc.counts.to_dense_f64(), sp.counts.to_dense_f64());
     // Explicit gene folds (the anchor's), as indices into the shared genes.
-    let explicit_folds = match &options.fold_of {
-        None => None,
-        Some(fold_of) => {
-            let lower: BTreeMap<String, usize> = fold_of
-                .iter()
-                .map(|(g, &f)| (g.to_lowercase(), f))
-                .collect();
-            let n_folds = lower.values().max().map_or(0, |&m| m + 1);
-            let mut folds = vec![Vec::new(); n_folds];
-            for (i, g) in sc.genes.iter().enumerate() {
-                let f = lower.get(&g.to_lowercase()).ok_or_else(|| {
-                    Error::Input(format!("gene '{g}' has no fold in the given folds"))
-                })?;
-                folds[*f].push(i);
-            }
-            Some(folds)
-        }
-    };
+    let explicit_folds = options
+        .fold_of
+        .as_ref()
+        .map(|fold_of| folds_from_map(fold_of, &sc.genes))
+        .transpose()?;
     let started = Instant::now();
     let (report, predictions) = {
         let mut wrapped: Vec<Progress<'_>> = methods
@@ -582,6 +570,19 @@ pub struct EvaluateOptions {
     pub round_counts: bool,
     /// Training device (autodiff).
     pub device: Device,
+    /// Use these gene folds instead of the seeded split: gene name (case-insensitive) → fold
+    /// 0..K, every shared gene listed (e.g. the folds the peer tools ran on).
+    pub fold_of: Option<BTreeMap<String, usize>>,
+    /// The transcriptome protocol: the reference keeps all its genes (the held-out genes
+    /// shape the latent space through it) instead of being restricted to the shared genes.
+    pub transcriptome: bool,
+    /// Imputations other tools made on the same folds, scored beside gimVI's: a name and a
+    /// dataset with one row per cell of the spatial file (in file order, or named by row
+    /// number) and one column per shared gene (NaN where the tool made no prediction).
+    pub peers: Vec<(String, Dataset)>,
+    /// Score only the baselines and the peers, without training gimVI (e.g. to add a peer's
+    /// imputations to an earlier evaluation on the same folds).
+    pub skip_gimvi: bool,
 }
 
 /// What [`evaluate_pair`] measured.
@@ -623,6 +624,36 @@ pub fn evaluate_pair(
         .counts
         .to_dense_f64();
     let sp_dense = prepared[1].data.counts.to_dense_f64();
+    // The transcriptome protocol: the reference's other genes, every evaluated reference row.
+    let extra_reference = if options.transcriptome {
+        let other: Vec<usize> = (0..config.genes.len())
+            .filter(|g| !shared_idx.contains(g))
+            .collect();
+        if other.is_empty() {
+            return Err(Error::Input(
+                "the transcriptome protocol needs reference genes outside the spatial panel; \
+                 every reference gene is shared"
+                    .into(),
+            ));
+        }
+        let names = other.iter().map(|&g| config.genes[g].clone()).collect();
+        Some(std::sync::Arc::new((
+            names,
+            prepared[0].data.select_genes(&other).counts,
+        )))
+    } else {
+        None
+    };
+    let explicit_folds = options
+        .fold_of
+        .as_ref()
+        .map(|fold_of| folds_from_map(fold_of, &genes))
+        .transpose()?;
+    let mut peers = options
+        .peers
+        .iter()
+        .map(|(name, ds)| peer_imputer(name, ds, spatial, &prepared[1].data, &genes))
+        .collect::<Result<Vec<_>, Error>>()?;
     let (auto, average) = match &options.fit.kappa {
         Kappa::Given => (false, Vec::new()),
         Kappa::Average(k) => (false, k.clone()),
@@ -660,24 +691,126 @@ pub fn evaluate_pair(
         shared: None,
         ensemble: members,
         kappa_average: average,
+        extra_reference,
     };
     let mut mean = MeanImputer;
     let mut knn = KnnExpressionImputer::default();
-    let report = evaluate(
-        &genes,
-        sc_dense.view(),
-        sp_dense.view(),
-        &mut [&mut gimvi, &mut mean, &mut knn],
-        ProtocolConfig {
-            folds: options.folds,
-            seed: options.train.seed,
-        },
-    )
+    let mut methods: Vec<&mut dyn Imputer> = if options.skip_gimvi {
+        vec![&mut mean, &mut knn]
+    } else {
+        vec![&mut gimvi, &mut mean, &mut knn]
+    };
+    methods.extend(peers.iter_mut().map(|p| p as &mut dyn Imputer));
+    let report = match &explicit_folds {
+        None => evaluate(
+            &genes,
+            sc_dense.view(),
+            sp_dense.view(),
+            &mut methods,
+            ProtocolConfig {
+                folds: options.folds,
+                seed: options.train.seed,
+            },
+        ),
+        Some(folds) => evaluate_with_folds(
+            &genes,
+            sc_dense.view(),
+            sp_dense.view(),
+            &mut methods,
+            folds,
+            options.train.seed,
+        ),
+    }
     .map_err(|e| Error::Input(e.to_string()))?;
+    drop(methods);
     Ok(Evaluation {
         genes,
         report,
         chosen_kappas: gimvi.chosen_kappas,
+    })
+}
+
+/// Gene folds as indices into `genes` from a map gene name (case-insensitive) → fold.
+fn folds_from_map(
+    fold_of: &BTreeMap<String, usize>,
+    genes: &[String],
+) -> Result<Vec<Vec<usize>>, Error> {
+    let lower: BTreeMap<String, usize> = fold_of
+        .iter()
+        .map(|(g, &f)| (g.to_lowercase(), f))
+        .collect();
+    let n_folds = lower.values().max().map_or(0, |&m| m + 1);
+    let mut folds = vec![Vec::new(); n_folds];
+    for (i, g) in genes.iter().enumerate() {
+        let f = lower
+            .get(&g.to_lowercase())
+            .ok_or_else(|| Error::Input(format!("gene '{g}' has no fold in the given folds")))?;
+        folds[*f].push(i);
+    }
+    Ok(folds)
+}
+
+/// A peer tool's predictions (`peer`: one row per cell of the spatial file `spatial_file`,
+/// columns named by gene) as an imputer over the evaluated spatial cells (`evaluated`, the
+/// file's cells that preparation kept, in file order) and shared `genes`.
+fn peer_imputer(
+    name: &str,
+    peer: &Dataset,
+    spatial_file: &Dataset,
+    evaluated: &Dataset,
+    genes: &[String],
+) -> Result<PrecomputedImputer, Error> {
+    if peer.counts.n_rows() != spatial_file.counts.n_rows() {
+        return Err(Error::Input(format!(
+            "predictions of '{name}' ({}) have {} rows; the spatial file {} has {} cells",
+            peer.source,
+            peer.counts.n_rows(),
+            spatial_file.source,
+            spatial_file.counts.n_rows()
+        )));
+    }
+    let column: BTreeMap<String, usize> = peer
+        .genes
+        .iter()
+        .enumerate()
+        .map(|(j, g)| (g.to_lowercase(), j))
+        .collect();
+    let cols = genes
+        .iter()
+        .map(|g| {
+            column.get(&g.to_lowercase()).copied().ok_or_else(|| {
+                Error::Input(format!(
+                    "predictions of '{name}' ({}) have no column for shared gene '{g}'",
+                    peer.source
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // The evaluated cells are the file's cells in order, some left out: walk both lists.
+    let mut rows = Vec::with_capacity(evaluated.cells.len());
+    let mut next = 0;
+    for cell in &evaluated.cells {
+        while next < spatial_file.cells.len() && &spatial_file.cells[next] != cell {
+            next += 1;
+        }
+        if next == spatial_file.cells.len() {
+            return Err(Error::Input(format!(
+                "cell '{cell}' of the evaluation is not in {}",
+                spatial_file.source
+            )));
+        }
+        rows.push(next);
+        next += 1;
+    }
+    // Sparse storage drops exact zeros; NaN (no prediction) is stored as a value.
+    let dense = peer
+        .counts
+        .select_rows(&rows)
+        .select_cols(&cols)
+        .to_dense_f64();
+    Ok(PrecomputedImputer {
+        name: name.to_string(),
+        predictions: dense,
     })
 }
 

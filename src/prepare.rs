@@ -74,6 +74,15 @@ pub fn prepare_model(
         .chain(inputs.spatial.iter().map(|d| (*d, false)));
     for (ds, is_sc) in all {
         let m = match_genes(reference, ds)?;
+        if !is_sc && m.shared.len() < 2 {
+            // ρ′ is renormalised over the measured genes: over one gene it is 1 whatever z is.
+            return Err(Error::Input(format!(
+                "only one gene ({}) in common between {} and {}: the spatial likelihood \
+                 renormalises the expression over the shared genes, so one gene carries no \
+                 information; at least 2 shared genes are needed",
+                m.shared[0], reference.source, ds.source
+            )));
+        }
         // Columns of `ds` in the order of G.
         let mut order: Vec<(usize, usize)> = m
             .first_index

@@ -187,6 +187,31 @@ struct EvaluateArgs {
     /// Write the full report (per-gene correlations, timings) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Use these gene folds instead of the seeded split: a JSON object {gene: fold} listing
+    /// every shared gene (e.g. the folds scripts/peers/ ran the Python tools on).
+    #[arg(long)]
+    folds_from: Option<PathBuf>,
+    /// paper: the reference restricted to the shared genes (the paper's Table 1);
+    /// transcriptome: the reference keeps all its genes.
+    #[arg(long, value_enum, default_value_t = Protocol::Paper)]
+    protocol: Protocol,
+    /// Score another tool's imputations beside gimvi's: NAME=FILE, FILE an .h5ad (or any
+    /// readable matrix) with one row per cell of the spatial file and one column per shared
+    /// gene, made on the same folds (--folds-from), NaN where the tool made none. Repeatable.
+    #[arg(long, value_name = "NAME=FILE")]
+    peer: Vec<String>,
+    /// Score only the baselines and the --peer imputations, without training gimVI.
+    #[arg(long)]
+    skip_gimvi: bool,
+}
+
+/// Which genes the reference keeps in `evaluate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    /// The reference restricted to the genes it shares with the spatial data.
+    Paper,
+    /// The reference keeps all its genes.
+    Transcriptome,
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -427,6 +452,8 @@ fn fit_command(args: &FitArgs, quiet: bool) -> Result<()> {
     // Check the backend before reading (possibly large) files: a machine without a GPU
     // adapter fails at once with a typed error.
     kind.open()?;
+    // And where the model goes: a bad --out fails now, not after the training.
+    Gimvi::check_save_path(&args.out)?;
     let sc = read(&a.sc, &a.read)?;
     warn_about(quiet, &sc);
     let sp: Vec<Dataset> = a
@@ -492,7 +519,56 @@ fn fit_command(args: &FitArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+/// Refuses, before any work, an output file the atomic writer could not put in place: a folder,
+/// a path whose folder does not exist or cannot be written into.
+fn check_out_file(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(format!(
+            "cannot write {}: is a folder; give a file name (.h5ad or .csv)",
+            path.display()
+        )
+        .into());
+    }
+    let Some(name) = path.file_name() else {
+        return Err(format!("cannot write {}: no file name", path.display()).into());
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(format!(
+            "cannot write {}: the folder {} does not exist",
+            path.display(),
+            parent.display()
+        )
+        .into());
+    }
+    let probe = parent.join(format!(
+        ".{}.probe-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "cannot write {}: cannot write into {}: {e}",
+            path.display(),
+            parent.display()
+        )
+        .into()),
+    }
+}
+
 fn impute_command(args: &ImputeArgs, quiet: bool) -> Result<()> {
+    check_out_file(&args.out)?;
     let model = Gimvi::load(&args.model, backend(&args.backend)?)?;
     let ds = read(&args.spatial, &args.read)?;
     warn_about(quiet, &ds);
@@ -559,6 +635,27 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
     warn_about(quiet, &sc);
     warn_about(quiet, &sp);
     let (sc_likelihood, spatial_likelihood) = likelihoods(a);
+    let fold_of = match &args.folds_from {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --folds-from {}: {e}", path.display()))?;
+            Some(serde_json::from_str(&text).map_err(|e| {
+                format!(
+                    "--folds-from {}: expected a JSON object {{gene: fold}}: {e}",
+                    path.display()
+                )
+            })?)
+        }
+    };
+    let mut peers = Vec::new();
+    for spec in &args.peer {
+        let (name, file) = spec
+            .split_once('=')
+            .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+            .ok_or_else(|| format!("--peer expects NAME=FILE, got '{spec}'"))?;
+        peers.push((name.to_string(), gimvi::read(file)?));
+    }
     let evaluation = evaluate_pair(
         &sc,
         &sp,
@@ -571,6 +668,10 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
             folds: args.folds,
             round_counts: a.round,
             device,
+            fold_of,
+            transcriptome: args.protocol == Protocol::Transcriptome,
+            peers,
+            skip_gimvi: args.skip_gimvi,
         },
     )?;
     say(

@@ -114,6 +114,7 @@ fn imputer(kappa: f64, auto: bool, shared: Option<SharedFits>) -> GimviImputer {
         shared,
         ensemble: 1,
         kappa_average: Vec::new(),
+        extra_reference: None,
     }
 }
 

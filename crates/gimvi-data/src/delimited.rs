@@ -81,8 +81,9 @@ pub fn read_delimited(
                     return Err(fmt(
                         line_no,
                         format!(
-                            "no values after the row name '{}': is the file separated by \
-                             something other than tabs, commas or semicolons?",
+                            "no values after the row name '{}': the table has no value \
+                             columns (no cells or genes across, or a separator other than \
+                             tabs, commas or semicolons)",
                             fields[0].chars().take(60).collect::<String>()
                         ),
                     ));

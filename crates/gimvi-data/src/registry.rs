@@ -6,12 +6,14 @@
 //! | [`osmfish`] | `osmfish_smfish/smfish.h5ad` | osmFISH, mouse somatosensory cortex (Codeluppi 2018), 4,530 cells × 33 genes |
 //! | [`starmap`] | `starmap_mpfc/mpfc-starmap.loom` | starMAP, mouse medial prefrontal cortex (Wang 2018), 3,704 cells × 158 genes |
 //! | [`zeisel_cortex`] | `zeisel2015_cortex/expression_mRNA_17-Aug-2014.txt` | the paper's mSMS reference: Zeisel 2015 cortex scRNA-seq, 3,005 cells (GEO GSE60361) |
+//! | [`zeisel550`] | `zeisel2015_gpsfish/zeisel550_ref.h5ad` | the same reference subsampled: 550 of its cells (11 types × 50) with all 19,972 genes |
 //! | [`saunders_frontal_cortex`] | `saunders2018_frontal_cortex/fc-dropseq.loom` | the paper's mPFC reference: Saunders 2018 frontal cortex Drop-seq |
 //! | [`mop_reference`] | `mop_10x_dot_sample/mop_ref.h5ad` | real substitute reference: 10x mouse motor cortex, 11,444 cells × 500 genes |
 //!
 //! [`msms`] and [`mpfc`] pair a reference with the spatial data: the paper's reference when its
-//! file is present, otherwise — with [`Reference::Substitute`] or [`Reference::PaperOrSubstitute`]
-//! — the motor-cortex substitute. The pair says which reference it holds.
+//! file is present (for mSMS the full Zeisel 2015 release, else its 550-cell subsample),
+//! otherwise — with [`Reference::Substitute`] or [`Reference::PaperOrSubstitute`] — the
+//! motor-cortex substitute. The pair says which reference it holds.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -63,6 +65,14 @@ pub const ZEISEL_CORTEX: DataFile = DataFile {
     relative_path: "zeisel2015_cortex/expression_mRNA_17-Aug-2014.txt",
     source: "Zeisel et al. 2015 mouse cortex scRNA-seq, 3,005 cells: GEO GSE60361, file \
              expression_mRNA_17-Aug-2014.txt (also on the Linnarsson lab website)",
+};
+
+/// Zeisel 2015 cortex, 550 of its 3,005 cells with all 19,972 genes (the paper's mSMS
+/// reference, subsampled).
+pub const ZEISEL550: DataFile = DataFile {
+    relative_path: "zeisel2015_gpsfish/zeisel550_ref.h5ad",
+    source: "Zeisel et al. 2015 mouse cortex UMI counts (GEO GSE60361), 550 cells (11 types × \
+             50) with all 19,972 genes, as zeisel550_ref.h5ad (see the data folder's README)",
 };
 
 /// Saunders 2018 frontal cortex (the paper's mPFC reference).
@@ -117,6 +127,11 @@ pub fn mop_reference(dir: &Path) -> Result<Dataset, DataError> {
 /// The paper's mSMS reference, Zeisel 2015 (3,005 cells).
 pub fn zeisel_cortex(dir: &Path) -> Result<Dataset, DataError> {
     read_zeisel_expression(ZEISEL_CORTEX.locate(dir)?)
+}
+
+/// The paper's mSMS reference subsampled: Zeisel 2015, 550 cells × 19,972 genes, `cell_type`.
+pub fn zeisel550(dir: &Path) -> Result<Dataset, DataError> {
+    read_h5ad(ZEISEL550.locate(dir)?, &H5adOptions::default())
 }
 
 /// The paper's mPFC reference, Saunders 2018 frontal cortex Drop-seq.
@@ -227,25 +242,30 @@ pub struct DatasetPair {
     pub spatial_label: &'static str,
 }
 
+/// One of the paper's references: its file, its loader and its label.
+type PaperReference = (
+    DataFile,
+    fn(&Path) -> Result<Dataset, DataError>,
+    &'static str,
+);
+
+/// The first of `paper` (in order of preference) whose file is present, or the substitute.
 fn pick_reference(
     dir: &Path,
     which: Reference,
-    paper: DataFile,
-    load_paper: fn(&Path) -> Result<Dataset, DataError>,
-    paper_label: &'static str,
+    paper: &[PaperReference],
 ) -> Result<(Dataset, &'static str), DataError> {
     const SUBSTITUTE: &str =
         "10x mouse motor cortex (substitute reference, 11,444 cells × 500 genes)";
-    match which {
-        Reference::Paper => Ok((load_paper(dir)?, paper_label)),
-        Reference::Substitute => Ok((mop_reference(dir)?, SUBSTITUTE)),
-        Reference::PaperOrSubstitute => {
-            if dir.join(paper.relative_path).is_file() {
-                Ok((load_paper(dir)?, paper_label))
-            } else {
-                Ok((mop_reference(dir)?, SUBSTITUTE))
-            }
-        }
+    let present = paper
+        .iter()
+        .find(|(file, _, _)| dir.join(file.relative_path).is_file());
+    match (which, present) {
+        (Reference::Substitute, _) => Ok((mop_reference(dir)?, SUBSTITUTE)),
+        (_, Some((_, load, label))) => Ok((load(dir)?, label)),
+        // Absent: the error names the preferred file and its source.
+        (Reference::Paper, None) => Ok((paper[0].1(dir)?, paper[0].2)),
+        (Reference::PaperOrSubstitute, None) => Ok((mop_reference(dir)?, SUBSTITUTE)),
     }
 }
 
@@ -254,9 +274,18 @@ pub fn msms(dir: &Path, reference: Reference) -> Result<DatasetPair, DataError> 
     let (sc, sc_label) = pick_reference(
         dir,
         reference,
-        ZEISEL_CORTEX,
-        zeisel_cortex,
-        "Zeisel 2015 cortex (paper reference)",
+        &[
+            (
+                ZEISEL_CORTEX,
+                zeisel_cortex,
+                "Zeisel 2015 cortex (paper reference)",
+            ),
+            (
+                ZEISEL550,
+                zeisel550,
+                "Zeisel 2015 cortex, 550 cells × 19,972 genes (paper reference, subsampled)",
+            ),
+        ],
     )?;
     Ok(DatasetPair {
         name: "mSMS",
@@ -272,9 +301,11 @@ pub fn mpfc(dir: &Path, reference: Reference) -> Result<DatasetPair, DataError> 
     let (sc, sc_label) = pick_reference(
         dir,
         reference,
-        SAUNDERS_FC,
-        saunders_frontal_cortex,
-        "Saunders 2018 frontal cortex Drop-seq (paper reference)",
+        &[(
+            SAUNDERS_FC,
+            saunders_frontal_cortex,
+            "Saunders 2018 frontal cortex Drop-seq (paper reference)",
+        )],
     )?;
     Ok(DatasetPair {
         name: "mPFC",

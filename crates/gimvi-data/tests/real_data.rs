@@ -163,19 +163,31 @@ fn pairs_match_genes_case_insensitively() {
 
 #[test]
 fn paper_reference_absent_is_a_clear_error() {
-    let Some(dir) = data_dir() else { return };
-    if dir.join(registry::ZEISEL_CORTEX.relative_path).exists() {
-        return; // a user with the real file
-    }
-    let err = registry::msms(&dir, Reference::Paper)
+    // An empty data folder: the error names the preferred file and where to get it.
+    let empty = std::env::temp_dir().join(format!("gimvi-no-data-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = registry::msms(&empty, Reference::Paper)
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("expression_mRNA_17-Aug-2014.txt") && err.contains("GSE60361"),
         "{err}"
     );
+    let _ = std::fs::remove_dir(&empty);
+
+    let Some(dir) = data_dir() else { return };
+    if dir.join(registry::ZEISEL_CORTEX.relative_path).exists() {
+        return; // a user with the full release
+    }
+    // Without the full release, the 550-cell subsample is the paper's reference when present.
     let pair = registry::msms(&dir, Reference::PaperOrSubstitute).unwrap();
-    assert!(pair.sc_label.contains("substitute"));
+    if dir.join(registry::ZEISEL550.relative_path).exists() {
+        assert!(pair.sc_label.contains("550 cells"), "{}", pair.sc_label);
+        assert_eq!(pair.sc.counts.n_rows(), 550);
+        assert_eq!(pair.sc.genes.len(), 19_972);
+    } else {
+        assert!(pair.sc_label.contains("substitute"));
+    }
 }
 
 #[test]

@@ -32,7 +32,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::correlation::{median, pearson, relative_change, spearman};
+use crate::correlation::{median, relative_change, spearman};
+use crate::li2022::gene_metrics;
 use crate::regression::{default_k, knn_regress};
 use crate::MetricsError;
 
@@ -143,8 +144,17 @@ pub struct GeneScore {
     pub spearman_paper: Option<f64>,
     /// Spearman, normalised prediction vs counts / cell total (tutorial protocol).
     pub spearman_tutorial: Option<f64>,
-    /// Pearson, unnormalised prediction vs raw counts.
+    /// Pearson, unnormalised prediction vs raw counts (Li et al. 2022's PCC).
     pub pearson_paper: Option<f64>,
+    /// Li et al. 2022's SSIM of the max-scaled columns ([`crate::li2022::ssim`]).
+    #[serde(default)]
+    pub ssim: Option<f64>,
+    /// Li et al. 2022's RMSE of the z-scored columns ([`crate::li2022::rmse_zscored`]).
+    #[serde(default)]
+    pub rmse: Option<f64>,
+    /// Li et al. 2022's Jensen–Shannon divergence ([`crate::li2022::js_divergence`]).
+    #[serde(default)]
+    pub js: Option<f64>,
 }
 
 /// One method's results over all folds.
@@ -158,7 +168,9 @@ pub struct MethodReport {
     pub per_gene: Vec<GeneScore>,
     /// Median over genes of Spearman, paper protocol (undefined counted as 0).
     pub median_spearman_paper: f64,
-    /// Median over genes of Spearman, tutorial protocol (undefined counted as 0).
+    /// Median over genes of Spearman, tutorial protocol: prediction and measurement each
+    /// normalised by the cell's library, so that library size alone scores nothing
+    /// ("normalised Spearman"; undefined counted as 0).
     pub median_spearman_tutorial: f64,
     /// Median over genes of Pearson, paper scale (undefined counted as 0).
     pub median_pearson_paper: f64,
@@ -167,6 +179,53 @@ pub struct MethodReport {
     pub median_delta_vs_reference: Option<f64>,
     /// Number of genes whose paper-protocol Spearman was undefined.
     pub undefined_genes: usize,
+    /// Li et al. 2022's metrics, each the mean over the genes where it is defined.
+    #[serde(default = "nan_means")]
+    pub li2022: Li2022Means,
+    /// Li et al. 2022's accuracy score among the report's methods
+    /// ([`crate::li2022::accuracy_scores`]; recomputed by [`ProtocolReport::rank_accuracy`]).
+    #[serde(default = "nan", deserialize_with = "crate::li2022::null_as_nan")]
+    pub accuracy_score: f64,
+}
+
+/// A method's means over genes of Li et al. 2022's four metrics.
+pub type Li2022Means = crate::li2022::MetricMeans;
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+fn nan_means() -> Li2022Means {
+    Li2022Means {
+        pcc: f64::NAN,
+        ssim: f64::NAN,
+        rmse: f64::NAN,
+        js: f64::NAN,
+    }
+}
+
+/// Mean of the defined values (NaN when none is).
+fn mean_defined(values: impl Iterator<Item = Option<f64>>) -> f64 {
+    let (sum, n) = values
+        .flatten()
+        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        sum / n as f64
+    }
+}
+
+impl MethodReport {
+    /// Li et al. 2022's four metrics of these per-gene scores.
+    pub fn li2022_means(per_gene: &[GeneScore]) -> Li2022Means {
+        Li2022Means {
+            pcc: mean_defined(per_gene.iter().map(|s| s.pearson_paper)),
+            ssim: mean_defined(per_gene.iter().map(|s| s.ssim)),
+            rmse: mean_defined(per_gene.iter().map(|s| s.rmse)),
+            js: mean_defined(per_gene.iter().map(|s| s.js)),
+        }
+    }
 }
 
 /// The protocol's machine-readable output.
@@ -195,6 +254,19 @@ pub struct ProtocolReport {
 }
 
 impl ProtocolReport {
+    /// Recomputes every method's Li et al. 2022 accuracy score among the methods the report
+    /// holds now (after methods were added or removed).
+    pub fn rank_accuracy(&mut self) {
+        let means: Vec<Li2022Means> = self.methods.iter().map(|m| m.li2022).collect();
+        for (m, s) in self
+            .methods
+            .iter_mut()
+            .zip(crate::li2022::accuracy_scores(&means))
+        {
+            m.accuracy_score = s;
+        }
+    }
+
     /// Pretty-printed JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("the report contains only serialisable data")
@@ -226,16 +298,30 @@ impl ProtocolReport {
             ));
         }
         out.push_str(
-            "| method | median Spearman (paper) | median Spearman (tutorial) | median Pearson | \
-             median δρ | undefined genes | seconds |\n|---|---|---|---|---|---|---|\n",
+            "Medians over genes: Spearman of the imputed counts vs the raw counts (paper), of \
+             both normalised by the cell's library (normalised), Pearson. Means over genes: Li \
+             et al. 2022's PCC, SSIM, RMSE (z-scored) and JS, and their accuracy score (AS) \
+             among the methods below.\n\n",
+        );
+        out.push_str(
+            "| method | Spearman (paper) | Spearman (normalised) | Pearson | PCC | SSIM | RMSE | \
+             JS | AS | median δρ | undefined genes | seconds |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for m in &self.methods {
+            let l = &m.li2022;
             out.push_str(&format!(
-                "| {} | {:.3} | {:.3} | {:.3} | {} | {} | {:.1} |\n",
+                "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | \
+                 {:.1} |\n",
                 m.name,
                 m.median_spearman_paper,
                 m.median_spearman_tutorial,
                 m.median_pearson_paper,
+                l.pcc,
+                l.ssim,
+                l.rmse,
+                l.js,
+                m.accuracy_score,
                 m.median_delta_vs_reference
                     .map_or("—".to_string(), |d| format!("{d:+.3}")),
                 m.undefined_genes,
@@ -445,12 +531,16 @@ pub fn evaluate_with_folds(
                 .collect::<Vec<_>>();
             let pn = pick(&norm_pred[m]);
             let tn = pick(&truth_norm);
+            let [pcc, ssim, rmse, js] = gene_metrics(&t, &p)?;
             per_gene.push(GeneScore {
                 gene: gene_names[g].clone(),
                 fold: fold_of[g],
                 spearman_paper: spearman(&p, &t)?,
                 spearman_tutorial: spearman(&pn, &tn)?,
-                pearson_paper: pearson(&p, &t)?,
+                pearson_paper: pcc,
+                ssim,
+                rmse,
+                js,
             });
         }
         let zero_filled = |f: fn(&GeneScore) -> Option<f64>| -> f64 {
@@ -473,11 +563,13 @@ pub fn evaluate_with_folds(
             median_pearson_paper: zero_filled(|s| s.pearson_paper),
             median_delta_vs_reference,
             undefined_genes: rho.iter().filter(|r| r.is_none()).count(),
+            li2022: MethodReport::li2022_means(&per_gene),
+            accuracy_score: f64::NAN,
             per_gene,
         });
     }
 
-    Ok(ProtocolReport {
+    let mut report = ProtocolReport {
         config,
         n_sc_cells: sc_counts.nrows(),
         n_spatial_cells: n_cells,
@@ -490,7 +582,9 @@ pub fn evaluate_with_folds(
         fold_sc_cells,
         fold_spatial_cells,
         methods,
-    })
+    };
+    report.rank_accuracy();
+    Ok(report)
 }
 
 /// Rows of `counts` with a positive sum over `genes` (the cells a fold keeps).
@@ -618,5 +712,39 @@ impl Imputer for OracleImputer {
             .spatial_counts
             .select(Axis(0), task.spatial_cells)
             .select(Axis(1), task.test_genes))
+    }
+}
+
+/// Imputations another tool made beforehand on the same folds (e.g. scvi-tools' GIMVI or
+/// Tangram, run by `scripts/peers/`), scored by the same protocol as the methods run here.
+#[derive(Debug, Clone)]
+pub struct PrecomputedImputer {
+    /// Name in reports.
+    pub name: String,
+    /// Predictions, spatial cells × shared genes (the evaluation's rows and columns): entry
+    /// (c, g) is the tool's imputation of gene g in cell c from the fold that held g out; NaN
+    /// where the tool made none.
+    pub predictions: Array2<f64>,
+}
+
+impl Imputer for PrecomputedImputer {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError> {
+        let out = self
+            .predictions
+            .select(Axis(0), task.spatial_cells)
+            .select(Axis(1), task.test_genes);
+        if let Some(((i, j), _)) = out.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(format!(
+                "no finite prediction for spatial cell {} of gene '{}' (fold {}): the tool \
+                 dropped a cell this fold keeps, or ran on other folds",
+                task.spatial_cells[i], task.gene_names[task.test_genes[j]], task.fold
+            )
+            .into());
+        }
+        Ok(out)
     }
 }

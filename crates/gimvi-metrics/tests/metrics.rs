@@ -332,6 +332,16 @@ fn protocol_scores_oracle_baselines_and_reports() {
     assert_eq!(report.reference_method.as_deref(), Some("per-gene mean"));
     assert!(m_mean.median_delta_vs_reference.is_none());
     assert!(m_knn.median_delta_vs_reference.unwrap() > 0.0);
+    // Li et al. 2022: the oracle is perfect on all four metrics and first on the accuracy
+    // score; k-NN is ahead of the per-gene mean on the correlation-type metrics.
+    let l = m_oracle.li2022;
+    assert_abs_diff_eq!(l.pcc, 1.0, epsilon = 1e-12);
+    assert_abs_diff_eq!(l.ssim, 1.0, epsilon = 1e-12);
+    assert_abs_diff_eq!(l.rmse, 0.0, epsilon = 1e-12);
+    assert_abs_diff_eq!(l.js, 0.0, epsilon = 1e-12);
+    assert_abs_diff_eq!(m_oracle.accuracy_score, 1.0, epsilon = 1e-12);
+    assert!(m_knn.li2022.pcc > m_mean.li2022.pcc);
+    assert!(m_knn.accuracy_score >= m_mean.accuracy_score);
 
     // JSON round trip and markdown.
     let back: ProtocolReport = serde_json::from_str(&report.to_json()).unwrap();

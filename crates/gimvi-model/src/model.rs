@@ -281,6 +281,14 @@ impl GimviModel {
             ));
         }
         let weights = dir.join("weights.bpk");
+        if !weights.is_file() {
+            return Err(ModelError::Record(
+                weights.display().to_string(),
+                "missing: a model folder holds config.json and weights.bpk, both written by \
+                 a save (gimvi fit --out)"
+                    .into(),
+            ));
+        }
         let module = GimviModule::new(&saved.config, 0, device)?
             .try_load_file(&weights)
             .map_err(|e| ModelError::Record(weights.display().to_string(), e.to_string()))?;
