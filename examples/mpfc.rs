@@ -4,8 +4,8 @@
 //! the reference used). Runs the paper's Table 1 protocol (`gimvi::paper`).
 //!
 //! ```text
-//! cargo run --release --example mpfc            # full: 100 epochs, 5 folds, 3 models per fold
-//! cargo run --release --example mpfc -- --ensemble 1   # one model per fold
+//! cargo run --release --example mpfc            # full: 100 epochs, 5 folds, one model per fold and method
+//! cargo run --release --example mpfc -- --ensemble 3 --auto-kappa   # + 3-model and automatic-κ rows (slower)
 //! cargo run --release --example mpfc -- --quick # smoke run: 2 epochs
 //! ```
 

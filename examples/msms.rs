@@ -4,8 +4,8 @@
 //! Table 1 protocol (`gimvi::paper`).
 //!
 //! ```text
-//! cargo run --release --example msms            # full: 100 epochs, 5 folds, 3 models per fold
-//! cargo run --release --example msms -- --ensemble 1   # one model per fold (about 3/4 of the time)
+//! cargo run --release --example msms            # full: 100 epochs, 5 folds, one model per fold and method
+//! cargo run --release --example msms -- --ensemble 3 --auto-kappa   # + 3-model and automatic-κ rows (slower)
 //! cargo run --release --example msms -- --quick # smoke run: 2 epochs
 //! ```
 

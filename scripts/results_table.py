@@ -58,6 +58,12 @@ def accuracy_scores(means):
     return score
 
 
+def meth_is_peer(report, name):
+    """Whether `name` is an imputation read from a file (`gimvi evaluate --peer`)."""
+    peers = report.get("config", {}).get("peers") or []
+    return name in peers or name in ("scvi-tools GIMVI", "Tangram")
+
+
 def merged_reports(roots, wanted):
     """(pair, seed) -> one report whose methods are those of every root, AS recomputed."""
     merged = {}
@@ -126,12 +132,25 @@ def main():
             "AS | seconds |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
+        # The accuracy score ranks the methods of one report: average it only over the seeds
+        # whose report holds every method of the table (a peer run for fewer seeds would
+        # otherwise mix rankings among different sets of methods).
+        full = [i for i, (_, rep) in enumerate(reports) if {m["name"] for m in rep["methods"]} >= set(order)]
+        as_of = {name: [] for name in order}
+        for i in full:
+            for meth in reports[i][1]["methods"]:
+                as_of[meth["name"]].append(meth.get("accuracy_score"))
+        note = ""
+        if len(full) < len(reports):
+            note = f"\nAS over seed(s) {', '.join(str(reports[i][0]) for i in full)} only, where every method ran.\n"
         for name in order:
             cols = list(zip(*rows[name]))
-            cells = [mean_se(list(c)) for c in cols[:8]]
+            cells = [mean_se(list(c)) for c in cols[:7]] + [mean_se(as_of[name])]
             secs = sum(cols[8]) / len(cols[8])
-            print(f"| {name} | {len(rows[name])} | " + " | ".join(cells) + f" | {secs:.0f} |")
-        print()
+            # A peer's imputation is read from a file: its training time is not in the report.
+            shown = "—" if meth_is_peer(first, name) else f"{secs:.0f}"
+            print(f"| {name} | {len(rows[name])} | " + " | ".join(cells) + f" | {shown} |")
+        print(note)
 
 
 if __name__ == "__main__":

@@ -723,7 +723,8 @@ pub struct PrecomputedImputer {
     pub name: String,
     /// Predictions, spatial cells × shared genes (the evaluation's rows and columns): entry
     /// (c, g) is the tool's imputation of gene g in cell c from the fold that held g out; NaN
-    /// where the tool made none.
+    /// where the tool made none. A gene NaN in every cell of its fold is scored as a constant
+    /// prediction (undefined correlations count as 0); one NaN in only some cells is an error.
     pub predictions: Array2<f64>,
 }
 
@@ -733,10 +734,19 @@ impl Imputer for PrecomputedImputer {
     }
 
     fn impute(&mut self, task: &FoldTask<'_>) -> Result<Array2<f64>, ImputerError> {
-        let out = self
+        let mut out = self
             .predictions
             .select(Axis(0), task.spatial_cells)
             .select(Axis(1), task.test_genes);
+        // A gene the tool made no finite value for at all (Tangram leaves NaN where a gene has
+        // no expression in its reference cells) is scored as a constant prediction: its
+        // correlations are undefined and count as 0, it is counted among the undefined genes,
+        // and Li 2022's means leave it out. A gene missing in only some cells is an error.
+        for mut col in out.columns_mut() {
+            if col.iter().all(|v| !v.is_finite()) {
+                col.fill(0.0);
+            }
+        }
         if let Some(((i, j), _)) = out.indexed_iter().find(|(_, v)| !v.is_finite()) {
             return Err(format!(
                 "no finite prediction for spatial cell {} of gene '{}' (fold {}): the tool \

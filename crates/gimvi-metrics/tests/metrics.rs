@@ -486,3 +486,30 @@ fn cells_without_counts_on_a_folds_training_genes_are_left_out_of_that_fold() {
     assert!(matches!(e, MetricsError::Empty(_)), "{e}");
     assert!(e.to_string().contains("spatial cells"), "{e}");
 }
+
+#[test]
+fn a_peer_gene_without_any_prediction_scores_as_undefined_a_partial_one_fails() {
+    use gimvi_metrics::protocol::PrecomputedImputer;
+    let (genes, sc, sp) = synthetic_pair(21);
+    // The measured values as the peer's predictions, gene 0 missing everywhere.
+    let mut predictions = sp.clone();
+    predictions.column_mut(0).fill(f64::NAN);
+    let mut peer = PrecomputedImputer {
+        name: "peer".into(),
+        predictions: predictions.clone(),
+    };
+    let config = ProtocolConfig { folds: 5, seed: 3 };
+    let report = evaluate(&genes, sc.view(), sp.view(), &mut [&mut peer], config).unwrap();
+    let m = &report.methods[0];
+    assert_eq!(m.undefined_genes, 1);
+    assert!(m.median_spearman_paper > 0.9, "{}", m.median_spearman_paper);
+    // A prediction missing in one cell only: the tool dropped a cell, which is an error.
+    predictions.column_mut(0).assign(&sp.column(0));
+    predictions[[2, 1]] = f64::NAN;
+    let mut partial = PrecomputedImputer {
+        name: "peer".into(),
+        predictions,
+    };
+    let err = evaluate(&genes, sc.view(), sp.view(), &mut [&mut partial], config).unwrap_err();
+    assert!(err.to_string().contains("no finite prediction"), "{err}");
+}
