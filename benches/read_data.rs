@@ -4,12 +4,12 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gimvi::data::{data_dir, read_h5ad, read_loom, H5adOptions, LoomOptions};
+use gimvi::data::{read_h5ad, read_loom, DatasetPair, H5adOptions, LoomOptions};
 // The loose MatrixMarket reader is not part of the facade; the data crate has it.
 use gimvi_data::mtx::read_mtx;
 
 fn bench(c: &mut Criterion) {
-    let Ok(dir) = data_dir(None) else {
+    let Ok(dir) = DatasetPair::data_dir(None) else {
         eprintln!("GIMVI_DATA_DIR is not set: read_data bench skipped");
         return;
     };

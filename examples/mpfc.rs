@@ -14,7 +14,7 @@ mod common;
 fn main() -> std::process::ExitCode {
     common::run(common::Pair {
         name: "mPFC",
-        load: gimvi::data::mpfc,
+        load: gimvi::data::DatasetPair::mpfc,
         spatial_likelihood: gimvi::CountLikelihood::Nb,
     })
 }

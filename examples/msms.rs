@@ -14,7 +14,7 @@ mod common;
 fn main() -> std::process::ExitCode {
     common::run(common::Pair {
         name: "mSMS",
-        load: gimvi::data::msms,
+        load: gimvi::data::DatasetPair::msms,
         spatial_likelihood: gimvi::CountLikelihood::Poisson,
     })
 }

@@ -12,6 +12,7 @@ use gimvi_trainer::{EpochLog, TrainConfig};
 use ndarray::Array2;
 
 use crate::backend::BackendKind;
+use crate::calibration::{calibrate, raw_interval, IntervalCalibration};
 use crate::ensemble::{FitObserver, ModelEnsemble};
 use crate::error::{Error, Result};
 use crate::kappa::{choose_kappa, KAPPA_CANDIDATES, KAPPA_INNER_SPLITS};
@@ -162,7 +163,17 @@ pub struct FitOptions {
     pub kappa: Kappa,
     /// Models per κ (at least 1).
     pub models_per_kappa: usize,
+    /// Extra trainings that calibrate the prediction intervals of [`Gimvi::impute`] (0–5,
+    /// default 5; 0: no calibration, intervals are the raw
+    /// posterior's). Each hides a different ~20 % of the measured spatial genes, imputes
+    /// them and tabulates how far their counts fall from the imputation (split conformal,
+    /// `docs/uncertainty.md`); the trainings use the κ the models use (the chosen one with an
+    /// automatic κ, the first one of an average).
+    pub calibration_splits: usize,
 }
+
+/// Calibration trainings of a default fit ([`FitOptions::calibration_splits`]).
+pub(crate) const DEFAULT_CALIBRATION_SPLITS: usize = 5;
 
 impl Default for FitOptions {
     /// One model at the [`TrainConfig`]'s κ.
@@ -170,6 +181,7 @@ impl Default for FitOptions {
         Self {
             kappa: Kappa::Given,
             models_per_kappa: 1,
+            calibration_splits: DEFAULT_CALIBRATION_SPLITS,
         }
     }
 }
@@ -183,11 +195,18 @@ impl FitOptions {
                 candidates: KAPPA_CANDIDATES.to_vec(),
                 keep_average: true,
             },
-            models_per_kappa: 1,
+            ..Self::default()
         }
     }
 
     fn check(&self) -> Result<()> {
+        if self.calibration_splits > crate::inner::INNER_GROUPS {
+            return Err(Error::Input(format!(
+                "the interval calibration takes 0 to {} extra trainings, got {}",
+                crate::inner::INNER_GROUPS,
+                self.calibration_splits
+            )));
+        }
         if self.models_per_kappa == 0 {
             return Err(Error::Input(
                 "at least one model per κ is needed (models_per_kappa = 0)".into(),
@@ -261,6 +280,11 @@ pub struct ImputeOptions {
     pub normalized: bool,
     /// Seed of the posterior samples.
     pub seed: u64,
+    /// Coverage of the prediction interval returned around every imputed count (default
+    /// 0.9; `None`: no interval). Calibrated when the model was trained with
+    /// [`FitOptions::calibration_splits`] > 0, otherwise the raw posterior interval. Needs
+    /// expected counts (not `normalized`) and at least 2 `samples`.
+    pub coverage: Option<f64>,
 }
 
 impl Default for ImputeOptions {
@@ -270,8 +294,27 @@ impl Default for ImputeOptions {
             samples: 50,
             normalized: false,
             seed: 0,
+            coverage: Some(crate::calibration::DEFAULT_COVERAGE),
         }
     }
+}
+
+/// The prediction intervals of an [`Imputed`]: with probability `coverage`, a measurement of
+/// the gene in the cell falls between `lower` and `upper`.
+#[derive(Debug, Clone)]
+pub struct Intervals {
+    /// Lower ends, cells × genes.
+    pub lower: Array2<f32>,
+    /// Upper ends, cells × genes (infinite where the calibration has too few points for the
+    /// coverage asked).
+    pub upper: Array2<f32>,
+    /// The coverage asked for.
+    pub coverage: f64,
+    /// Whether they are calibrated (`false`: the raw posterior interval, which tends to be
+    /// too narrow).
+    pub calibrated: bool,
+    /// How they were made.
+    pub method: String,
 }
 
 /// Imputed expression of spatial cells: cells × genes, with its uncertainty.
@@ -286,6 +329,9 @@ pub struct Imputed {
     /// Posterior variance (over z samples, and the spread between models), cells × genes;
     /// `None` without posterior samples.
     pub variance: Option<Array2<f32>>,
+    /// Prediction intervals at the coverage asked for (`None` without posterior samples,
+    /// for normalised values, or when none was asked for).
+    pub intervals: Option<Intervals>,
     /// The cells' latent coordinates (posterior means of z; the first model's).
     pub latent: Array2<f32>,
     /// Whether the values are normalised expression rather than expected counts.
@@ -298,9 +344,11 @@ pub struct Imputed {
 }
 
 impl Imputed {
-    /// Writes an `.h5ad` file that scanpy opens: X = the imputed means, `layers/variance`,
-    /// `obsm/X_gimvi` = the latent space, `obsm/spatial` and the input's cell annotations; the
-    /// file is written to a temporary name and renamed when complete.
+    /// Writes an `.h5ad` file that scanpy opens: X and `layers/imputed` = the imputed means,
+    /// `layers/variance`, `layers/imputed_lower` and `layers/imputed_upper` = the prediction
+    /// interval (its coverage and method in `uns`), `obsm/X_gimvi` = the latent space,
+    /// `obsm/spatial` and the input's cell annotations; the file is written to a temporary
+    /// name and renamed when complete.
     pub fn write_h5ad(&self, path: impl AsRef<Path>) -> Result<()> {
         let mut obsm = vec![(
             "X_gimvi".to_string(),
@@ -317,35 +365,48 @@ impl Imputed {
                 ));
             }
         }
+        let values = |m: &Array2<f32>| m.iter().copied().collect::<Vec<f32>>();
+        let mut layers = vec![("imputed".to_string(), values(&self.mean))];
+        if let Some(v) = &self.variance {
+            layers.push(("variance".to_string(), values(v)));
+        }
+        let mut uns = vec![
+            ("gimvi_version".into(), env!("CARGO_PKG_VERSION").into()),
+            ("gimvi_models".into(), self.models.to_string()),
+            (
+                "gimvi_values".into(),
+                if self.normalized {
+                    "normalized expression".into()
+                } else {
+                    "expected counts".into()
+                },
+            ),
+        ];
+        if let Some(iv) = &self.intervals {
+            layers.push(("imputed_lower".to_string(), values(&iv.lower)));
+            layers.push(("imputed_upper".to_string(), values(&iv.upper)));
+            uns.push(("gimvi_interval_coverage".into(), iv.coverage.to_string()));
+            uns.push((
+                "gimvi_interval_calibrated".into(),
+                iv.calibrated.to_string(),
+            ));
+            uns.push(("gimvi_interval_method".into(), iv.method.clone()));
+        }
         let out = H5adOutput {
             obs_names: self.cells.clone(),
             var_names: self.genes.clone(),
             x: self.mean.iter().copied().collect(),
-            layers: self
-                .variance
-                .as_ref()
-                .map(|v| vec![("variance".to_string(), v.iter().copied().collect())])
-                .unwrap_or_default(),
+            layers,
             obsm,
             obs: self.obs.clone(),
-            uns: vec![
-                ("gimvi_version".into(), env!("CARGO_PKG_VERSION").into()),
-                ("gimvi_models".into(), self.models.to_string()),
-                (
-                    "gimvi_values".into(),
-                    if self.normalized {
-                        "normalized expression".into()
-                    } else {
-                        "expected counts".into()
-                    },
-                ),
-            ],
+            uns,
         };
         Ok(write_h5ad(path, &out)?)
     }
 
-    /// Writes the means as CSV (cells as rows, genes as columns) and, with variances, a second
-    /// file beside it (`NAME.variance.csv`); returns the paths written.
+    /// Writes the means as CSV (cells as rows, genes as columns) and, with variances and
+    /// intervals, files beside it (`NAME.variance.csv`, `NAME.lower.csv`, `NAME.upper.csv`);
+    /// returns the paths written.
     pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<Vec<std::path::PathBuf>> {
         let path = path.as_ref();
         let values = |m: &Array2<f32>| m.iter().copied().collect::<Vec<f32>>();
@@ -355,6 +416,13 @@ impl Imputed {
             let var_path = path.with_extension("variance.csv");
             gimvi_data::delimited::write_csv(&var_path, &self.cells, &self.genes, &values(v))?;
             written.push(var_path);
+        }
+        if let Some(iv) = &self.intervals {
+            for (name, m) in [("lower", &iv.lower), ("upper", &iv.upper)] {
+                let p = path.with_extension(format!("{name}.csv"));
+                gimvi_data::delimited::write_csv(&p, &self.cells, &self.genes, &values(m))?;
+                written.push(p);
+            }
         }
         Ok(written)
     }
@@ -506,6 +574,38 @@ impl Gimvi {
                 on_epoch: &mut |log| (progress.borrow_mut())(Progress::Epoch { log, epochs }),
             },
         )?;
+        let mut ensemble = ensemble;
+        if options.calibration_splits > 0 {
+            let splits = options.calibration_splits;
+            let calibration_train = TrainConfig {
+                kappa: kappas[0],
+                ..train.clone()
+            };
+            (progress.borrow_mut())(Progress::Note(&format!(
+                "calibrating the prediction intervals: {splits} extra training(s), each hiding \
+                 20 % of the spatial genes"
+            )));
+            let calibration = calibrate(
+                &self.config,
+                &counts,
+                &calibration_train,
+                splits,
+                &self.device,
+                |split| {
+                    (progress.borrow_mut())(Progress::Note(&format!(
+                        "calibration training {}/{splits}",
+                        split + 1
+                    )))
+                },
+            )?;
+            if calibration.is_none() {
+                (progress.borrow_mut())(Progress::Note(
+                    "no spatial dataset has 4 genes to hide: the intervals stay the raw \
+                     posterior's (uncalibrated)",
+                ));
+            }
+            ensemble.calibration = calibration;
+        }
         self.ensemble = Some(ensemble);
         Ok(())
     }
@@ -645,6 +745,9 @@ impl Gimvi {
                     .into(),
             ));
         }
+        if let Some(c) = options.coverage {
+            crate::calibration::check_coverage(c)?;
+        }
         let index = ensemble.gene_indices(&genes)?;
         let imputed = ensemble.impute(
             m,
@@ -656,6 +759,16 @@ impl Gimvi {
                 seed: options.seed,
             },
         )?;
+        let intervals = match (options.coverage, &imputed.variance, options.normalized) {
+            (Some(coverage), Some(variance), false) => Some(intervals(
+                ensemble.calibration.as_ref().filter(|c| c.covers(m)),
+                m,
+                &imputed.mean,
+                variance,
+                coverage,
+            )),
+            _ => None,
+        };
         Ok(Imputed {
             cells: sub.cells.clone(),
             genes: index
@@ -664,6 +777,7 @@ impl Gimvi {
                 .collect(),
             mean: imputed.mean,
             variance: imputed.variance,
+            intervals,
             latent: ensemble.latent(m, &sub.counts)?,
             normalized: options.normalized,
             models: ensemble.len(),
@@ -700,5 +814,39 @@ impl Gimvi {
             prepared: Vec::new(),
             ensemble: Some(ensemble),
         })
+    }
+}
+
+/// Prediction intervals at `coverage` around imputed counts of dataset `m` (posterior `mean`
+/// and `variance`): calibrated with `calibration`, else the raw posterior interval.
+fn intervals(
+    calibration: Option<&IntervalCalibration>,
+    m: usize,
+    mean: &Array2<f32>,
+    variance: &Array2<f32>,
+    coverage: f64,
+) -> Intervals {
+    let mut lower = Array2::<f32>::zeros(mean.raw_dim());
+    let mut upper = Array2::<f32>::zeros(mean.raw_dim());
+    for ((ij, &mu), &var) in mean.indexed_iter().zip(variance.iter()) {
+        let (mu, var) = (f64::from(mu), f64::from(var));
+        let (lo, hi) = calibration
+            .and_then(|c| c.interval(m, mu, var, coverage))
+            .unwrap_or_else(|| raw_interval(mu, var, coverage));
+        lower[ij] = lo as f32;
+        upper[ij] = hi as f32;
+    }
+    Intervals {
+        lower,
+        upper,
+        coverage,
+        calibrated: calibration.is_some(),
+        method: calibration.map_or_else(
+            || {
+                "raw posterior: normal quantiles of the log-scale posterior and Poisson spread                  (uncalibrated; train with calibration_splits > 0 to calibrate)"
+                    .to_string()
+            },
+            IntervalCalibration::method,
+        ),
     }
 }

@@ -27,6 +27,7 @@ use gimvi_trainer::{EpochLog, TrainConfig};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
+use crate::calibration::IntervalCalibration;
 use crate::error::Error;
 use crate::prepare::{fit, pooled_moments, ENSEMBLE_SEED_STRIDE};
 use crate::Device;
@@ -70,6 +71,8 @@ pub struct EnsembleMember {
 #[derive(Debug, Clone)]
 pub struct ModelEnsemble {
     members: Vec<EnsembleMember>,
+    /// The calibration of its prediction intervals (`calibration.json` on disk), if made.
+    pub calibration: Option<IntervalCalibration>,
 }
 
 /// What `ensemble.json` holds.
@@ -89,6 +92,8 @@ struct SavedMember {
 
 const FORMAT: &str = "gimvi-ensemble-1";
 const INDEX: &str = "ensemble.json";
+/// Where the interval calibration is stored in a model folder.
+const CALIBRATION: &str = "calibration.json";
 
 /// Where member `k` of an ensemble saved in `dir` lives.
 fn member_dir(dir: &Path, k: usize) -> std::path::PathBuf {
@@ -115,7 +120,10 @@ impl ModelEnsemble {
                  member 0; every member must share one configuration"
             )));
         }
-        Ok(Self { members })
+        Ok(Self {
+            members,
+            calibration: None,
+        })
     }
 
     /// Trains `members` models at each κ of `kappas` on prepared data (as
@@ -280,6 +288,13 @@ impl ModelEnsemble {
 
     /// Writes the members and `ensemble.json` into the (new, empty) folder `dir`.
     fn save_into(&self, dir: &Path) -> Result<(), ModelError> {
+        if let Some(calibration) = &self.calibration {
+            let path = dir.join(CALIBRATION);
+            let json = serde_json::to_string(calibration)
+                .map_err(|e| ModelError::Internal(e.to_string()))?;
+            std::fs::write(&path, json)
+                .map_err(|e| ModelError::Io(path.display().to_string(), e))?;
+        }
         for (k, member) in self.members.iter().enumerate() {
             let target = member_dir(dir, k);
             member.model.save(&target)?;
@@ -313,6 +328,21 @@ impl ModelEnsemble {
     /// written by [`GimviModel::save`] (no `ensemble.json`) as a one-member ensemble.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self, ModelError> {
         let dir = dir.as_ref();
+        let mut ensemble = Self::load_members(dir, device)?;
+        let path = dir.join(CALIBRATION);
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ModelError::Io(path.display().to_string(), e))?;
+            ensemble.calibration = Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| ModelError::Record(path.display().to_string(), e.to_string()))?,
+            );
+        }
+        Ok(ensemble)
+    }
+
+    /// The members of a saved ensemble (or of a plain model folder).
+    fn load_members(dir: &Path, device: &Device) -> Result<Self, ModelError> {
         let path = dir.join(INDEX);
         if !path.exists() {
             return Self::new(vec![EnsembleMember {

@@ -9,6 +9,7 @@ use gimvi_metrics::protocol::{FoldTask, Imputer, ImputerError};
 use gimvi_model::{DatasetSpec, ImputeOptions, LibraryModel, ModelConfig};
 use gimvi_trainer::TrainConfig;
 
+use crate::calibration::{calibrate, IntervalCalibration};
 use crate::error::Error;
 use crate::kappa::{choose_kappa, KappaChoice, KAPPA_CANDIDATES};
 use crate::prepare::{fit, pooled_moments, to_csr, ENSEMBLE_SEED_STRIDE};
@@ -75,6 +76,10 @@ pub struct GimviImputer {
     /// latent space through the reference (gimVI's advantage over mapping methods). `None`:
     /// the paper's protocol (reference restricted to the shared genes).
     pub extra_reference: Option<std::sync::Arc<(Vec<String>, CsrMatrix)>>,
+    /// Calibrate each fold's prediction intervals with this many extra trainings on the
+    /// fold's training genes (nested: the held-out genes never take part; 0 = none). Needs
+    /// `posterior_samples ≥ 2`; the calibration lands in [`FoldPosterior::calibration`].
+    pub calibration_splits: usize,
 }
 
 /// Latent representations (posterior means of z) of both datasets' cells in one fold.
@@ -106,6 +111,18 @@ pub struct FoldPosterior {
     pub mean: Array2<f64>,
     /// Variance over the posterior samples, the fold's spatial cells × `genes`.
     pub variance: Array2<f64>,
+    /// The interval calibration made on the fold's training genes (model dataset 1), when
+    /// asked for.
+    pub(crate) calibration: Option<IntervalCalibration>,
+}
+
+impl FoldPosterior {
+    /// The raw posterior prediction interval at `coverage` of row `row`, column `col` (the
+    /// uncalibrated baseline of `docs/uncertainty.md`: normal quantiles of the log-scale
+    /// posterior and Poisson spread).
+    pub fn raw_interval(&self, row: usize, col: usize, coverage: f64) -> (f64, f64) {
+        crate::calibration::raw_interval(self.mean[[row, col]], self.variance[[row, col]], coverage)
+    }
 }
 
 impl GimviImputer {
@@ -453,11 +470,28 @@ impl Imputer for GimviImputer {
         let n = (members * kappas.len()) as f64;
         if let Some((sum_mean, sum_second)) = pooled {
             let (mean, variance) = pooled_moments(sum_mean, &sum_second, n);
+            let calibration = if self.calibration_splits > 0 {
+                // Only the fold's training genes are visible here (nested calibration).
+                calibrate(
+                    &config,
+                    &[&sc_counts, &sp_counts],
+                    &TrainConfig {
+                        kappa: kappas[0],
+                        ..train_config.clone()
+                    },
+                    self.calibration_splits,
+                    &self.device,
+                    |_| {},
+                )?
+            } else {
+                None
+            };
             self.posterior.push(FoldPosterior {
                 genes: task.test_genes.to_vec(),
                 cells: task.spatial_cells.to_vec(),
                 mean,
                 variance,
+                calibration,
             });
         }
         Ok(prediction.ok_or("no ensemble member trained")? / n)

@@ -3,10 +3,11 @@
 
 use burn::tensor::Device;
 use gimvi_data::CsrMatrix;
-use gimvi_model::{ImputeOptions, LibraryModel, ModelConfig};
+use gimvi_model::{ImputeOptions, ModelConfig};
 use gimvi_trainer::TrainConfig;
 
 use crate::error::Error;
+use crate::inner::{gene_groups, inner_split, INNER_GROUPS};
 use crate::prepare::fit;
 use ndarray::Array2;
 
@@ -130,34 +131,16 @@ pub fn choose_kappa_with(
     device: &Device,
 ) -> Result<KappaChoice, Error> {
     use gimvi_metrics::correlation::median;
-    use rand::seq::SliceRandom;
-    use rand::SeedableRng;
 
-    const GROUPS: usize = 5;
     if candidates.is_empty() {
         return Err(Error::Input("no κ candidate given".into()));
     }
-    if !(1..=GROUPS).contains(&splits) {
+    if !(1..=INNER_GROUPS).contains(&splits) {
         return Err(Error::Input(format!(
-            "κ inner validation needs 1 to {GROUPS} splits, got {splits}"
+            "κ inner validation needs 1 to {INNER_GROUPS} splits, got {splits}"
         )));
     }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(train_config.seed ^ 0x00ca_ffe0);
-    // Per eligible dataset: its index and its genes' columns cut into GROUPS groups.
-    let mut groups: Vec<(usize, Vec<Vec<usize>>)> = Vec::new();
-    for (m, spec) in config.datasets.iter().enumerate() {
-        if !matches!(spec.library, LibraryModel::Observed) || spec.gene_index.len() < 3 {
-            continue;
-        }
-        let mut cols: Vec<usize> = (0..spec.gene_index.len()).collect();
-        cols.shuffle(&mut rng);
-        let n = cols.len();
-        // Contiguous near-equal groups; with fewer genes than groups the later ones are empty.
-        let cut: Vec<Vec<usize>> = (0..GROUPS)
-            .map(|k| cols[k * n / GROUPS..(k + 1) * n / GROUPS].to_vec())
-            .collect();
-        groups.push((m, cut));
-    }
+    let groups = gene_groups(config, train_config.seed ^ 0x00ca_ffe0, 3);
     if groups.is_empty() {
         return Err(Error::Input(
             "automatic κ needs a spatial dataset with at least 3 genes".into(),
@@ -168,43 +151,13 @@ pub fn choose_kappa_with(
     let mut average: Vec<f64> = Vec::new();
     let mut inner_genes = 0;
     for split in 0..splits {
-        let mut inner = config.clone();
-        // The datasets that lose genes in this split, reduced to the kept ones; the others are
-        // used as given.
-        let mut reduced: Vec<Option<CsrMatrix>> = vec![None; data.len()];
-        // (dataset, model gene indices hidden, their counts)
-        let mut hidden: Vec<(usize, Vec<usize>, Array2<f64>)> = Vec::new();
-        for (m, cut) in &groups {
-            let mut hide = cut[split].clone();
-            if hide.is_empty() {
-                continue;
-            }
-            hide.sort_unstable();
-            let spec = &config.datasets[*m];
-            let keep: Vec<usize> = (0..spec.gene_index.len())
-                .filter(|c| !hide.contains(c))
-                .collect();
-            let s = &mut inner.datasets[*m];
-            s.genes = keep.iter().map(|&c| spec.genes[c].clone()).collect();
-            s.gene_index = keep.iter().map(|&c| spec.gene_index[c]).collect();
-            hidden.push((
-                *m,
-                hide.iter().map(|&c| spec.gene_index[c]).collect(),
-                data[*m].select_cols(&hide).to_dense_f64(),
-            ));
-            reduced[*m] = Some(data[*m].select_cols(&keep));
-        }
-        if hidden.is_empty() {
+        let Some(inner) = inner_split(config, data, &groups, split) else {
             continue;
-        }
-        inner_genes += hidden.iter().map(|h| h.1.len()).sum::<usize>();
-        let refs: Vec<&CsrMatrix> = data
-            .iter()
-            .zip(&reduced)
-            .map(|(&given, r)| r.as_ref().unwrap_or(given))
-            .collect();
+        };
+        inner_genes += inner.hidden.iter().map(|h| h.genes.len()).sum::<usize>();
+        let refs = inner.data(data);
         // Per hidden dataset: the sum of the candidates' imputations, for the average.
-        let mut sums: Vec<Option<Array2<f64>>> = vec![None; hidden.len()];
+        let mut sums: Vec<Option<Array2<f64>>> = vec![None; inner.hidden.len()];
         for (c, &kappa) in candidates.iter().enumerate() {
             let cfg = TrainConfig {
                 kappa,
@@ -212,19 +165,19 @@ pub fn choose_kappa_with(
                 seed: train_config.seed.wrapping_add(1000 * split as u64),
                 ..train_config.clone()
             };
-            let result = fit(inner.clone(), &refs, &cfg, device, |_| {})?;
-            for (h, (m, genes, truth)) in hidden.iter().enumerate() {
+            let result = fit(inner.config.clone(), &refs, &cfg, device, |_| {})?;
+            for (h, hidden) in inner.hidden.iter().enumerate() {
                 let imputed = result.model.impute(
-                    *m,
-                    refs[*m],
-                    genes,
+                    hidden.dataset,
+                    refs[hidden.dataset],
+                    &hidden.genes,
                     ImputeOptions {
                         normalized: false,
                         ..ImputeOptions::default()
                     },
                 )?;
                 let prediction = imputed.mean.mapv(f64::from);
-                score_columns(&prediction, truth, &mut rhos[c])?;
+                score_columns(&prediction, &hidden.truth, &mut rhos[c])?;
                 sums[h] = Some(match sums[h].take() {
                     None => prediction,
                     Some(sum) => sum + prediction,
@@ -232,9 +185,13 @@ pub fn choose_kappa_with(
             }
         }
         if candidates.len() > 1 {
-            for (sum, (_, _, truth)) in sums.into_iter().zip(&hidden) {
+            for (sum, hidden) in sums.into_iter().zip(&inner.hidden) {
                 if let Some(sum) = sum {
-                    score_columns(&(sum / candidates.len() as f64), truth, &mut average)?;
+                    score_columns(
+                        &(sum / candidates.len() as f64),
+                        &hidden.truth,
+                        &mut average,
+                    )?;
                 }
             }
         }

@@ -59,10 +59,13 @@ pub use burn::tensor::Device;
 mod alloc;
 mod api;
 mod backend;
+mod calibration;
 mod ensemble;
 mod error;
+pub mod figures;
 mod folder;
 mod imputers;
+mod inner;
 mod kappa;
 pub mod paper;
 mod prepare;
@@ -71,7 +74,8 @@ mod tests;
 
 pub use alloc::tune_allocator;
 pub use api::{
-    DatasetSummary, FitOptions, Genes, Gimvi, GimviBuilder, ImputeOptions, Imputed, Kappa, Progress,
+    DatasetSummary, FitOptions, Genes, Gimvi, GimviBuilder, ImputeOptions, Imputed, Intervals,
+    Kappa, Progress,
 };
 pub use backend::{BackendError, BackendKind};
 pub use error::{Error, Result};
@@ -84,7 +88,7 @@ pub use gimvi_trainer::{Cycling, EpochLog, TrainConfig};
 pub mod data {
     pub use gimvi_data::h5ad::{read_h5ad, CountSource, H5adOptions};
     pub use gimvi_data::loom::{read_loom, LoomOptions};
-    pub use gimvi_data::registry::{data_dir, mpfc, msms, DatasetPair, Reference};
+    pub use gimvi_data::registry::{DatasetPair, Reference};
     pub use gimvi_data::{read_any, Column, CsrMatrix, DataError};
 }
 

@@ -25,9 +25,10 @@ use gimvi_metrics::protocol::{
     MeanImputer, PrecomputedImputer, ProtocolConfig,
 };
 use gimvi_trainer::TrainConfig;
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, Axis};
 use std::time::Instant;
 
+use crate::calibration::{raw_interval, CALIBRATION_SAMPLES};
 use crate::error::Error;
 use crate::imputers::FoldLatent;
 pub use crate::imputers::{method_name, FoldPosterior};
@@ -38,6 +39,8 @@ use crate::prepare::{prepare_model, single_dataset_latent, ModelInputs};
 use crate::Device;
 use crate::{FitOptions, Kappa};
 use gimvi_data::Dataset;
+pub use gimvi_metrics::intervals::IntervalReport;
+use gimvi_metrics::intervals::{intervals_markdown, score_intervals, tissue_levels, FoldIntervals};
 pub use gimvi_metrics::protocol::{gene_folds, GeneScore, MethodReport, ProtocolReport};
 
 /// Settings of [`table1`].
@@ -249,9 +252,15 @@ pub(crate) fn integration_curve(
     })
 }
 
-/// The report rows [`table1`] produces with `options`, in order (e.g. to announce the work
-/// before it starts).
-pub fn table1_methods(options: &Table1Options) -> Vec<String> {
+impl Table1Options {
+    /// The report rows [`table1`] produces with these options, in order (e.g. to announce
+    /// the work before it starts).
+    pub fn methods(&self) -> Vec<String> {
+        table1_methods(self)
+    }
+}
+
+fn table1_methods(options: &Table1Options) -> Vec<String> {
     let members = options.ensemble.max(1);
     let mut names = Vec::new();
     let mut gimvi = |ensemble: usize| {
@@ -322,6 +331,7 @@ pub fn table1(
         ensemble,
         kappa_average: Vec::new(),
         extra_reference: None,
+        calibration_splits: 0,
     };
     // The average over the paper's three κ: built from the fixed-κ rows' own fits (shared),
     // so it trains nothing; it is computed after them in every fold.
@@ -594,6 +604,17 @@ pub struct Evaluation {
     pub report: ProtocolReport,
     /// The automatic κ's choice in each fold (empty unless it was asked for).
     pub chosen_kappas: Vec<KappaChoice>,
+    /// Coverage and widths of gimVI's prediction intervals on the held-out genes: the
+    /// calibrated ones (when [`FitOptions::calibration_splits`] > 0, calibrated inside each
+    /// fold's training genes) and the raw posterior ones (empty with `skip_gimvi`).
+    pub intervals: Vec<IntervalReport>,
+    /// The folds' posteriors of the held-out genes (mean, variance, calibration), rows and
+    /// columns as [`FoldPosterior`] says (for figures).
+    pub posterior: Vec<FoldPosterior>,
+    /// The evaluated spatial counts: cells kept × shared genes (the rows of `posterior`).
+    pub truth: Array2<f64>,
+    /// The evaluated spatial cells' coordinates, when the file has them.
+    pub coordinates: Option<Vec<Vec<f64>>>,
 }
 
 /// The held-out-gene evaluation on a user's own pair: both datasets restricted to their shared
@@ -684,7 +705,7 @@ pub fn evaluate_pair(
         device: options.device.clone(),
         auto_kappa: auto,
         chosen_kappas: Vec::new(),
-        posterior_samples: 0,
+        posterior_samples: CALIBRATION_SAMPLES,
         posterior: Vec::new(),
         record_latent: false,
         latents: Vec::new(),
@@ -692,6 +713,7 @@ pub fn evaluate_pair(
         ensemble: members,
         kappa_average: average,
         extra_reference,
+        calibration_splits: options.fit.calibration_splits,
     };
     let mut mean = MeanImputer;
     let mut knn = KnnExpressionImputer::default();
@@ -723,11 +745,239 @@ pub fn evaluate_pair(
     }
     .map_err(|e| Error::Input(e.to_string()))?;
     drop(methods);
+    let intervals = if options.skip_gimvi {
+        Vec::new()
+    } else {
+        score_posterior_intervals(&gimvi.posterior, sp_dense.view())
+    };
     Ok(Evaluation {
         genes,
         report,
         chosen_kappas: gimvi.chosen_kappas,
+        intervals,
+        posterior: gimvi.posterior,
+        truth: sp_dense,
+        coordinates: prepared[1].data.spatial.clone(),
     })
+}
+
+impl Evaluation {
+    /// The interval report as a markdown table (one row per kind of interval and headline
+    /// coverage).
+    pub fn intervals_markdown(&self) -> String {
+        intervals_markdown(&self.intervals)
+    }
+
+    /// Writes the figures of this evaluation into `dir` (SVG and PNG each; created if
+    /// needed): `calibration` (nominal against empirical coverage of the held-out genes'
+    /// intervals, one line per kind of interval), `fig3` (per held-out gene: the median
+    /// posterior CV against 1 − its paper Spearman, the paper's Fig. 3 as error against
+    /// uncertainty) and, with coordinates, `fig4` (a held-out gene on the tissue: measured,
+    /// imputed, width of its 90 % interval). Returns the files written.
+    pub fn write_figures(&self, dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, Error> {
+        evaluation_figures(self, dir)
+    }
+}
+
+/// Writes the figures of an evaluation into `dir` (SVG and PNG each): `calibration` (nominal
+/// against empirical coverage of the held-out genes' intervals, one line per kind of
+/// interval), `fig3` (per held-out gene: the median posterior CV against 1 − its paper
+/// Spearman, the paper's Fig. 3 as error against uncertainty) and, with coordinates, `fig4`
+/// (a held-out gene on the tissue: measured, imputed, width of its 90 % interval). Returns
+/// the files written.
+fn evaluation_figures(
+    evaluation: &Evaluation,
+    dir: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>, Error> {
+    use crate::figures;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Input(format!("cannot create {}: {e}", dir.display())))?;
+    let mut written = Vec::new();
+    if !evaluation.intervals.is_empty() {
+        let curves: Vec<(String, Vec<(f64, f64)>)> = evaluation
+            .intervals
+            .iter()
+            .map(|r| {
+                (
+                    format!("{} (CE {:.3})", r.name, r.calibration_error),
+                    r.levels
+                        .iter()
+                        .copied()
+                        .zip(r.coverage.iter().copied())
+                        .collect(),
+                )
+            })
+            .collect();
+        written.extend(figures::line_panels(
+            &dir.join("calibration"),
+            "Prediction intervals of held-out genes: empirical vs nominal coverage",
+            "nominal coverage",
+            &[(String::new(), curves)],
+            true,
+        )?);
+    }
+    let gimvi_report = evaluation
+        .report
+        .methods
+        .iter()
+        .find(|m| m.name.starts_with("gimVI"));
+    if let Some(report) = gimvi_report {
+        let mut points = Vec::new();
+        for fold in &evaluation.posterior {
+            for (j, &g) in fold.genes.iter().enumerate() {
+                let cv: Vec<f64> = fold
+                    .mean
+                    .column(j)
+                    .iter()
+                    .zip(fold.variance.column(j))
+                    .filter(|(m, _)| **m > 0.0)
+                    .map(|(m, v)| v.max(0.0).sqrt() / m)
+                    .collect();
+                let rho = report.per_gene.get(g).and_then(|s| s.spearman_paper);
+                if let (Some(cv), Some(rho)) = (median(&cv), rho) {
+                    points.push((cv, 1.0 - rho, evaluation.genes[g].clone()));
+                }
+            }
+        }
+        if !points.is_empty() {
+            written.extend(figures::scatter(
+                &dir.join("fig3"),
+                &format!(
+                    "{}: error against posterior uncertainty, per held-out gene",
+                    report.name
+                ),
+                "median posterior CV of the imputed gene",
+                "1 − Spearman (imputed vs measured)",
+                &points,
+            )?);
+        }
+    }
+    if let (Some(xy), Some(fold)) = (&evaluation.coordinates, evaluation.posterior.first()) {
+        // The fold's held-out gene with the highest mean count.
+        let truth = evaluation
+            .truth
+            .select(Axis(0), &fold.cells)
+            .select(Axis(1), &fold.genes);
+        let j = (0..fold.genes.len())
+            .max_by(|&a, &b| truth.column(a).sum().total_cmp(&truth.column(b).sum()))
+            .unwrap_or(0);
+        let gene = &evaluation.genes[fold.genes[j]];
+        let interval = |c: usize| {
+            let (mu, var) = (fold.mean[[c, j]], fold.variance[[c, j]]);
+            fold.calibration
+                .as_ref()
+                .and_then(|cal| cal.interval(1, mu, var, 0.9))
+                .unwrap_or_else(|| raw_interval(mu, var, 0.9))
+        };
+        let n = fold.cells.len();
+        let width: Vec<f64> = (0..n).map(|c| interval(c).1 - interval(c).0).collect();
+        let kind = if fold.calibration.is_some() {
+            "calibrated"
+        } else {
+            "raw posterior"
+        };
+        let coords: Vec<(f64, f64)> = fold
+            .cells
+            .iter()
+            .map(|&r| {
+                let p = &xy[r];
+                (
+                    p.first().copied().unwrap_or(0.0),
+                    p.get(1).copied().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        written.extend(figures::spatial_panels(
+            &dir.join("fig4"),
+            &format!(
+                "{gene}, held out in fold {}: measured, imputed, interval width",
+                1
+            ),
+            &coords,
+            &[
+                (
+                    format!("{gene} measured (counts)"),
+                    truth.column(j).to_vec(),
+                ),
+                (
+                    format!("{gene} imputed (posterior mean)"),
+                    fold.mean.column(j).to_vec(),
+                ),
+                (format!("90 % interval width ({kind})"), width),
+            ],
+        )?);
+    }
+    Ok(written)
+}
+
+/// The headline coverages of the interval reports.
+const HEADLINE_COVERAGES: [f64; 4] = [0.5, 0.8, 0.9, 0.95];
+
+/// Coverage of the calibrated (when every fold has a calibration) and raw posterior intervals
+/// of held-out genes against `truth` (the evaluated spatial cells × shared genes).
+fn score_posterior_intervals(
+    posterior: &[FoldPosterior],
+    truth: ArrayView2<'_, f64>,
+) -> Vec<IntervalReport> {
+    let truths: Vec<Array2<f64>> = posterior
+        .iter()
+        .map(|f| truth.select(Axis(0), &f.cells).select(Axis(1), &f.genes))
+        .collect();
+    let levels = tissue_levels();
+    let mut reports = Vec::new();
+    if !posterior.is_empty() && posterior.iter().all(|f| f.calibration.is_some()) {
+        let closures: Vec<_> = posterior
+            .iter()
+            .map(|f| {
+                move |c: usize, g: usize, level: f64| {
+                    let (mu, var) = (f.mean[[c, g]], f.variance[[c, g]]);
+                    f.calibration
+                        .as_ref()
+                        .and_then(|cal| cal.interval(1, mu, var, level))
+                        .unwrap_or_else(|| raw_interval(mu, var, level))
+                }
+            })
+            .collect();
+        let folds: Vec<FoldIntervals<'_>> = truths
+            .iter()
+            .zip(&closures)
+            .map(|(t, f)| FoldIntervals {
+                truth: t.view(),
+                interval: f,
+            })
+            .collect();
+        reports.push(score_intervals(
+            "gimVI calibrated",
+            &folds,
+            &levels,
+            &HEADLINE_COVERAGES,
+        ));
+    }
+    let raw: Vec<_> = posterior
+        .iter()
+        .map(|f| {
+            move |c: usize, g: usize, level: f64| {
+                raw_interval(f.mean[[c, g]], f.variance[[c, g]], level)
+            }
+        })
+        .collect();
+    let folds: Vec<FoldIntervals<'_>> = truths
+        .iter()
+        .zip(&raw)
+        .map(|(t, f)| FoldIntervals {
+            truth: t.view(),
+            interval: f,
+        })
+        .collect();
+    if !folds.is_empty() {
+        reports.push(score_intervals(
+            "gimVI raw posterior",
+            &folds,
+            &levels,
+            &HEADLINE_COVERAGES,
+        ));
+    }
+    reports
 }
 
 /// Gene folds as indices into `genes` from a map gene name (case-insensitive) → fold.
@@ -944,6 +1194,7 @@ mod tests {
             cells: vec![0, 1],
             mean: array![[10.0, 10.0], [20.0, 20.0]],
             variance: array![[1.0, 25.0], [4.0, 100.0]],
+            calibration: None,
         };
         let w = worth_imputing(&[fold], 3);
         assert_eq!(w[1], None);

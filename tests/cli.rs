@@ -80,6 +80,8 @@ fn fit_impute_inspect_on_real_files() {
     );
     assert!(model.join("config.json").is_file() && model.join("weights.bpk").is_file());
     assert!(model.join("history.json").is_file());
+    // The default fit calibrates the prediction intervals (extra trainings on hidden genes).
+    assert!(model.join("calibration.json").is_file());
 
     let imputed = tmp.path().join("imputed.h5ad");
     let out = gimvi(&[
@@ -112,6 +114,32 @@ fn fit_impute_inspect_on_real_files() {
     )
     .unwrap();
     assert_eq!(var.n_genes(), 484);
+    let layer = |name: &str| {
+        read_h5ad(
+            &imputed,
+            &H5adOptions {
+                counts: gimvi::data::CountSource::Layer(name.into()),
+            },
+        )
+        .unwrap()
+        .counts
+        .to_dense()
+    };
+    let (lower, mean, upper) = (
+        layer("imputed_lower"),
+        layer("imputed"),
+        layer("imputed_upper"),
+    );
+    assert_eq!(lower.len(), 4530 * 484);
+    assert!(lower.iter().zip(&upper).all(|(l, u)| *l >= 0.0 && l <= u));
+    // The calibrated 90 % interval is not a point: most intervals have width.
+    let wide = lower.iter().zip(&upper).filter(|(l, u)| u > l).count();
+    assert!(
+        wide * 2 > lower.len(),
+        "{wide} of {} intervals have width",
+        lower.len()
+    );
+    assert_eq!(mean, ds.counts.to_dense());
 
     let csv = tmp.path().join("two.csv");
     let out = gimvi(&[

@@ -1,7 +1,5 @@
 //! Shared driver of the paper examples (`msms.rs`, `mpfc.rs`).
 
-mod svg;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -105,7 +103,7 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
     // The data: --data, else $GIMVI_DATA_DIR, else ../shared/data when it exists.
     let dir = match parsed.data.clone() {
         Some(d) => d,
-        None => gimvi::data::data_dir(None).or_else(|e| {
+        None => gimvi::data::DatasetPair::data_dir(None).or_else(|e| {
             let fallback = PathBuf::from("../shared/data");
             if fallback.is_dir() {
                 Ok(fallback)
@@ -164,7 +162,7 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
     eprintln!(
         "{} folds × {} methods, {epochs} epochs each{} …",
         folds,
-        gimvi::paper::table1_methods(&options).len(),
+        options.methods().len(),
         if quick {
             " (quick smoke run, not a result)"
         } else {
@@ -300,7 +298,7 @@ fn figures(
                 posterior: &used.posterior,
                 pooled: false,
                 rho: rho_of("gimVI κ=5"),
-                figure: "fig3.svg",
+                figure: "fig3",
             },
             used,
             samples,
@@ -316,7 +314,7 @@ fn figures(
                 posterior: &used.posterior_ensemble,
                 pooled: true,
                 rho: rho_of(&method),
-                figure: "fig3-ensemble.svg",
+                figure: "fig3-ensemble",
             },
             used,
             samples,
@@ -327,39 +325,43 @@ fn figures(
     // Fig. 2: integration metrics over k in the first fold's latent spaces.
     if !used.integration.is_empty() {
         let ks: Vec<f64> = used.integration[0].ks.iter().map(|&k| k as f64).collect();
-        let series = |f: fn(&gimvi::paper::IntegrationCurve) -> &Vec<f64>| -> Vec<svg::Series> {
-            used.integration
-                .iter()
-                .map(|c| (c.method.clone(), f(c).clone()))
-                .collect()
-        };
-        std::fs::write(
-            out.join("fig2.svg"),
-            svg::line_panels(
-                &format!(
-                    "{name}: integration in the joint latent space (fold {})",
-                    used.integration[0].fold + 1
-                ),
-                &ks,
-                "k (neighbours)",
-                &[
-                    (
-                        "entropy of mixing (higher = mixed)".to_string(),
-                        series(|c| &c.mixing),
-                    ),
-                    (
-                        "k-NN purity, scRNA-seq cells".to_string(),
-                        series(|c| &c.purity_sc),
-                    ),
-                    (
-                        "k-NN purity, spatial cells".to_string(),
-                        series(|c| &c.purity_spatial),
-                    ),
-                ],
+        let series =
+            |f: fn(&gimvi::paper::IntegrationCurve) -> &Vec<f64>| -> Vec<(String, Vec<(f64, f64)>)> {
+                used.integration
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.method.clone(),
+                            ks.iter().copied().zip(f(c).iter().copied()).collect(),
+                        )
+                    })
+                    .collect()
+            };
+        gimvi::figures::line_panels(
+            &out.join("fig2"),
+            &format!(
+                "{name}: integration in the joint latent space (fold {})",
+                used.integration[0].fold + 1
             ),
+            "k (neighbours)",
+            &[
+                (
+                    "entropy of mixing (higher = mixed)".to_string(),
+                    series(|c| &c.mixing),
+                ),
+                (
+                    "k-NN purity, scRNA-seq cells".to_string(),
+                    series(|c| &c.purity_sc),
+                ),
+                (
+                    "k-NN purity, spatial cells".to_string(),
+                    series(|c| &c.purity_spatial),
+                ),
+            ],
+            false,
         )?;
         md.push_str(&format!(
-            "\n## Integration (Fig. 2, `fig2.svg`)\n\nFold {} models; mean over cells. Entropy \
+            "\n## Integration (Fig. 2, `fig2.svg`, `fig2.png`)\n\nFold {} models; mean over cells. Entropy \
              of mixing in KL form (0 = every neighbourhood has the global dataset proportions, \
              negative = segregated); k-NN purity = Jaccard index between a cell's k nearest \
              neighbours in the joint latent space and in the latent space of a model fitted on \
@@ -438,20 +440,48 @@ fn figures(
                 ));
             }
         }
-        std::fs::write(
-            out.join("fig4.svg"),
-            svg::spatial_panels(
-                &format!(
-                    "{name}: {} in space, measured vs imputed while held out (colour = quantile rank)",
-                    genes[g]
-                ),
-                &xy,
-                &panels,
+        // The width of the 90 % raw posterior interval of κ = 5 (its fold's posterior).
+        if let Some(fold) = used.posterior.iter().find(|f| f.genes.contains(&g)) {
+            let j = fold.genes.iter().position(|&x| x == g).unwrap_or(0);
+            let width: Vec<f64> = kept
+                .iter()
+                .map(|&c| {
+                    fold.cells
+                        .iter()
+                        .position(|&r| r == c)
+                        .map_or(f64::NAN, |row| {
+                            let (lo, hi) = fold.raw_interval(row, j, 0.9);
+                            hi - lo
+                        })
+                })
+                .collect();
+            panels.push((
+                "90 % interval width (raw posterior, κ=5)".to_string(),
+                width,
+            ));
+        }
+        let xy: Vec<(f64, f64)> = xy
+            .iter()
+            .map(|p| {
+                (
+                    p.first().copied().unwrap_or(0.0),
+                    p.get(1).copied().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        gimvi::figures::spatial_panels(
+            &out.join("fig4"),
+            &format!(
+                "{name}: {} in space, measured vs imputed while held out",
+                genes[g]
             ),
+            &xy,
+            &panels,
         )?;
         md.push_str(&format!(
-            "\nFig. 4 (`fig4.svg`): {} at the spatial cells' coordinates, measured and imputed \
-             (held out in its fold), coloured by quantile rank.\n",
+            "\nFig. 4 (`fig4.svg`, `fig4.png`): {} at the spatial cells' coordinates, measured, \
+             imputed (held out in its fold) and the width of κ = 5's 90 % raw posterior \
+             interval, each on its own colour scale.\n",
             genes[g]
         ));
     }
@@ -537,23 +567,21 @@ fn worth_and_fig3(
         .collect();
     let (ux, uy): (Vec<f64>, Vec<f64>) = points.iter().map(|p| (p.0, p.1)).unzip();
     let fig3_rho = spearman(&ux, &uy)?;
-    std::fs::write(
-        out.join(input.figure),
-        svg::scatter(
-            &format!(
-                "{name}, {}: imputation uncertainty vs predictability (Spearman {})",
-                input.method,
-                fmt(fig3_rho)
-            ),
-            "fraction of the gene's scRNA-seq variance a linear fit on the other genes leaves (1 − R²)",
-            "median posterior CV of the imputed gene",
-            &points,
+    gimvi::figures::scatter(
+        &out.join(input.figure),
+        &format!(
+            "{name}, {}: imputation uncertainty vs predictability (Spearman {})",
+            input.method,
+            fmt(fig3_rho)
         ),
+        "1 − R² of a linear fit of the gene on the other genes (scRNA-seq)",
+        "median posterior CV of the imputed gene",
+        &points,
     )?;
     md.push_str(&format!(
-        "\nFig. 3 (`{}`, {}): per gene, the posterior CV against 1 − R² of a linear \
+        "\nFig. 3 (`{0}.svg`, `{0}.png`, {1}): per gene, the posterior CV against 1 − R² of a linear \
          regression of its log-normalised scRNA-seq expression on the fold's training \
-         genes; Spearman between the two: {}.\n",
+         genes; Spearman between the two: {2}.\n",
         input.figure,
         input.method,
         fmt(fig3_rho)

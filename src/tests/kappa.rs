@@ -115,6 +115,7 @@ fn imputer(kappa: f64, auto: bool, shared: Option<SharedFits>) -> GimviImputer {
         ensemble: 1,
         kappa_average: Vec::new(),
         extra_reference: None,
+        calibration_splits: 0,
     }
 }
 

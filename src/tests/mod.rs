@@ -3,5 +3,6 @@
 
 mod common;
 mod ensemble;
+mod intervals;
 mod kappa;
 mod prepare;

@@ -315,3 +315,20 @@ pub fn mpfc(dir: &Path, reference: Reference) -> Result<DatasetPair, DataError> 
         spatial_label: "starMAP (Wang 2018)",
     })
 }
+
+impl DatasetPair {
+    /// The data folder ([`data_dir`]): `explicit`, else `GIMVI_DATA_DIR`, else `../shared/data`.
+    pub fn data_dir(explicit: Option<&Path>) -> Result<PathBuf, DataError> {
+        data_dir(explicit)
+    }
+
+    /// The paper's mSMS pair ([`msms`]).
+    pub fn msms(dir: &Path, reference: Reference) -> Result<DatasetPair, DataError> {
+        msms(dir, reference)
+    }
+
+    /// The paper's mPFC pair ([`mpfc`]).
+    pub fn mpfc(dir: &Path, reference: Reference) -> Result<DatasetPair, DataError> {
+        mpfc(dir, reference)
+    }
+}

@@ -6,6 +6,7 @@
 //! * [`knn`]: exact k-nearest neighbours (k-d tree, rayon-parallel queries);
 //! * [`integration`]: entropy of mixing (negative KL form for unbalanced datasets) and k-NN
 //!   purity (Jaccard of neighbourhoods), over a range of k;
+//! * [`intervals`]: coverage, calibration error and widths of prediction intervals;
 //! * [`li2022`]: Li et al. 2022's per-gene PCC, SSIM, RMSE and JS and their accuracy score;
 //! * [`regression`]: k-NN regression, the paper's baseline imputer on any shared space;
 //! * [`protocol`]: the held-out-gene protocol (seeded K-fold gene split, any [`protocol::Imputer`],
@@ -16,6 +17,7 @@
 
 pub mod correlation;
 pub mod integration;
+pub mod intervals;
 pub mod knn;
 pub mod li2022;
 pub mod protocol;

@@ -1,0 +1,469 @@
+//! Prediction intervals for imputed counts, calibrated by split conformal prediction on the
+//! measured spatial genes.
+//!
+//! gimVI's posterior (Lopez et al. 2019, Fig. 3: the variance over samples of z) says where the
+//! model is unsure, but not how far a measurement falls from the imputation: most of that error
+//! is the platform's gene-specific capture efficiency, which no posterior of z sees. So the
+//! spread is *calibrated* on genes whose truth is known. Some of the measured spatial genes are
+//! hidden in turn from extra trainings (the inner splits of [`crate::inner`], nested inside
+//! whatever the caller holds out), imputed, and every hidden (cell, gene) gives a signed,
+//! scaled residual on the log scale
+//!
+//! r = (ln(1 + x) − ln(1 + μ)) / s,  s = √(v + μ + τ) / (1 + μ),
+//!
+//! where μ and v are the posterior mean and variance of the imputed expected count (the
+//! variance over posterior samples of z, Fig. 3) and μ the Poisson noise of the count itself
+//! (Eq. 6); s is their standard deviation carried to the log scale (delta method), τ a small
+//! floor. The log scale turns the multiplicative, gene-level errors of a capture efficiency
+//! into shifts that one table of quantiles can hold. The residuals are grouped in strata of
+//! expression level × posterior coefficient of variation (tertiles of each, nine strata, a
+//! stratum with too few points or genes falls back to all points), and an interval at coverage
+//! c is
+//!
+//! [exp(ln(1 + μ) + s·q₋) − 1, exp(ln(1 + μ) + s·q₊) − 1] (lower end at least 0),
+//!
+//! with q₋, q₊ the stratum's conformal quantiles of r at (1 − c)/2 and (1 + c)/2 (finite-sample
+//! ranks ⌊(n + 1)·p⌋ and ⌈(n + 1)·p⌉). Without a calibration the same form with the normal
+//! quantiles ±z gives the *raw posterior* interval, the uncalibrated baseline.
+//!
+//! The guarantee is split conformal's: coverage holds on average over genes exchangeable with
+//! the calibration genes. Errors of one gene share its efficiency, so the effective sample is
+//! closer to the number of calibration genes than to the number of points.
+
+use burn::tensor::Device;
+use gimvi_data::CsrMatrix;
+use gimvi_model::{ImputeOptions, ModelConfig};
+use gimvi_trainer::TrainConfig;
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, Normal};
+
+use crate::error::Error;
+use crate::inner::{gene_groups, inner_split, INNER_GROUPS};
+use crate::prepare::fit;
+
+/// Floor added to the variance of the scale s (keeps s > 0 where μ ≈ 0).
+const SCALE_FLOOR: f64 = 0.01;
+/// Order statistics kept per stratum (its quantile function on a grid of this many steps).
+const GRID: usize = 1000;
+/// A stratum is used on its own only with at least this many points …
+const MIN_STRATUM_POINTS: usize = 200;
+/// … from at least this many genes; otherwise the pooled table is used.
+const MIN_STRATUM_GENES: usize = 5;
+/// Posterior samples of z drawn for the calibration genes (the paper's 50).
+pub(crate) const CALIBRATION_SAMPLES: usize = 50;
+/// Seed offset of the calibration's gene split (independent of the κ choice's).
+const SPLIT_SEED: u64 = 0x0c0f_fee5;
+/// Seed offset of the calibration trainings.
+const TRAIN_SEED: u64 = 7_777;
+
+/// Default coverage of the intervals [`crate::Gimvi::impute`] returns.
+pub(crate) const DEFAULT_COVERAGE: f64 = 0.9;
+
+/// The scale s of a residual for posterior mean `mu` and variance `var` (module docs).
+fn scale(mu: f64, var: f64) -> f64 {
+    (var.max(0.0) + mu.max(0.0) + SCALE_FLOOR).sqrt() / (1.0 + mu.max(0.0))
+}
+
+/// The signed scaled residual r of count `x` (module docs).
+fn residual(x: f64, mu: f64, var: f64) -> f64 {
+    (x.max(0.0).ln_1p() - mu.max(0.0).ln_1p()) / scale(mu, var)
+}
+
+/// The interval of quantiles `(q_lo, q_hi)` of r around `mu` (module docs).
+fn interval_from(mu: f64, var: f64, q_lo: f64, q_hi: f64) -> (f64, f64) {
+    let (centre, s) = (mu.max(0.0).ln_1p(), scale(mu, var));
+    let lo = if q_lo == f64::NEG_INFINITY {
+        0.0
+    } else {
+        (centre + s * q_lo).exp_m1().max(0.0)
+    };
+    let hi = if q_hi == f64::INFINITY {
+        f64::INFINITY
+    } else {
+        (centre + s * q_hi).exp_m1().max(0.0)
+    };
+    (lo, hi)
+}
+
+/// The raw posterior interval at `coverage`: the normal quantiles ±z of the scaled residual.
+pub(crate) fn raw_interval(mu: f64, var: f64, coverage: f64) -> (f64, f64) {
+    let z = normal_quantile(0.5 + coverage / 2.0);
+    interval_from(mu, var, -z, z)
+}
+
+fn normal_quantile(p: f64) -> f64 {
+    Normal::standard().inverse_cdf(p.clamp(1e-12, 1.0 - 1e-12))
+}
+
+/// Checks a coverage given by a user.
+pub(crate) fn check_coverage(coverage: f64) -> Result<(), Error> {
+    if coverage.is_finite() && coverage > 0.0 && coverage < 1.0 {
+        Ok(())
+    } else {
+        Err(Error::Input(format!(
+            "the interval coverage must lie strictly between 0 and 1 (e.g. 0.9), got {coverage}"
+        )))
+    }
+}
+
+/// Which stratum a (μ, v) pair falls in, given the tertile edges.
+fn stratum_of(mu: f64, var: f64, level_edges: &[f64; 2], cv_edges: &[f64; 2]) -> usize {
+    let (level, cv) = features(mu, var);
+    let bin = |v: f64, e: &[f64; 2]| usize::from(v > e[0]) + usize::from(v > e[1]);
+    3 * bin(level, level_edges) + bin(cv, cv_edges)
+}
+
+/// Expression level ln(1 + μ) and posterior coefficient of variation √v / μ.
+fn features(mu: f64, var: f64) -> (f64, f64) {
+    let mu = mu.max(0.0);
+    (mu.ln_1p(), var.max(0.0).sqrt() / mu.max(1e-6))
+}
+
+/// A hidden (cell, gene): the gene (index into G), its count x, and the posterior mean μ and
+/// variance v of its imputation.
+type Point = (usize, f64, f64, f64);
+
+/// The sorted residuals of one stratum, kept as a grid of order statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Table {
+    /// Residuals it was built from.
+    points: usize,
+    /// Distinct genes among them.
+    genes: usize,
+    /// Order statistics at ranks 1 + t·(points − 1)/GRID, t = 0..=GRID (interpolated).
+    order: Vec<f64>,
+}
+
+impl Table {
+    fn new(mut r: Vec<f64>, genes: usize) -> Option<Self> {
+        r.retain(|v| v.is_finite());
+        if r.is_empty() {
+            return None;
+        }
+        r.sort_by(f64::total_cmp);
+        let n = r.len();
+        let order = (0..=GRID)
+            .map(|t| {
+                let pos = t as f64 * (n - 1) as f64 / GRID as f64;
+                let (i, f) = (pos.floor() as usize, pos.fract());
+                r[i] + f * (r[(i + 1).min(n - 1)] - r[i])
+            })
+            .collect();
+        Some(Self {
+            points: n,
+            genes,
+            order,
+        })
+    }
+
+    /// The order statistic of rank `rank` (1..=points), interpolated on the grid.
+    fn at_rank(&self, rank: f64) -> f64 {
+        if self.points == 1 {
+            return self.order[0];
+        }
+        let pos = (rank - 1.0) / (self.points - 1) as f64 * GRID as f64;
+        let pos = pos.clamp(0.0, GRID as f64);
+        let (i, f) = (pos.floor() as usize, pos.fract());
+        self.order[i] + f * (self.order[(i + 1).min(GRID)] - self.order[i])
+    }
+
+    /// Conformal quantiles of r for a two-sided interval at `coverage`: ranks ⌊(n+1)α/2⌋ and
+    /// ⌈(n+1)(1 − α/2)⌉, infinite where the rank falls outside 1..=n.
+    fn quantiles(&self, coverage: f64) -> (f64, f64) {
+        let n = self.points as f64;
+        let alpha = 1.0 - coverage;
+        // A hair of slack so that 1 − 0.9 = 0.0999… does not move a rank.
+        let lo_rank = ((n + 1.0) * alpha / 2.0 + 1e-9).floor();
+        let hi_rank = ((n + 1.0) * (1.0 - alpha / 2.0) - 1e-9).ceil();
+        let lo = if lo_rank < 1.0 {
+            f64::NEG_INFINITY
+        } else {
+            self.at_rank(lo_rank)
+        };
+        let hi = if hi_rank > n {
+            f64::INFINITY
+        } else {
+            self.at_rank(hi_rank)
+        };
+        (lo, hi)
+    }
+}
+
+/// The calibration of one spatial dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DatasetCalibration {
+    /// Its index among the model's datasets.
+    dataset: usize,
+    /// Tertile edges of ln(1 + μ) over the calibration points.
+    level_edges: [f64; 2],
+    /// Tertile edges of the posterior coefficient of variation.
+    cv_edges: [f64; 2],
+    /// Tables of the nine strata (`None`: too few points or genes, the pooled one is used).
+    strata: Vec<Option<Table>>,
+    /// All points together.
+    pooled: Table,
+}
+
+impl DatasetCalibration {
+    /// From (gene, x, μ, v) points of hidden genes.
+    fn new(dataset: usize, points: &[Point]) -> Option<Self> {
+        let genes_of = |p: &[&Point]| {
+            let mut g: Vec<usize> = p.iter().map(|q| q.0).collect();
+            g.sort_unstable();
+            g.dedup();
+            g.len()
+        };
+        let all: Vec<&Point> = points.iter().collect();
+        let pooled = Table::new(
+            all.iter().map(|p| residual(p.1, p.2, p.3)).collect(),
+            genes_of(&all),
+        )?;
+        let tertiles = |mut v: Vec<f64>| {
+            v.retain(|x| x.is_finite());
+            v.sort_by(f64::total_cmp);
+            if v.is_empty() {
+                return [0.0, 0.0];
+            }
+            [v[v.len() / 3], v[2 * v.len() / 3]]
+        };
+        let level_edges = tertiles(points.iter().map(|p| features(p.2, p.3).0).collect());
+        let cv_edges = tertiles(points.iter().map(|p| features(p.2, p.3).1).collect());
+        let strata = (0..9)
+            .map(|s| {
+                let members: Vec<&Point> = points
+                    .iter()
+                    .filter(|p| stratum_of(p.2, p.3, &level_edges, &cv_edges) == s)
+                    .collect();
+                let genes = genes_of(&members);
+                if members.len() < MIN_STRATUM_POINTS || genes < MIN_STRATUM_GENES {
+                    return None;
+                }
+                Table::new(
+                    members.iter().map(|p| residual(p.1, p.2, p.3)).collect(),
+                    genes,
+                )
+            })
+            .collect();
+        Some(Self {
+            dataset,
+            level_edges,
+            cv_edges,
+            strata,
+            pooled,
+        })
+    }
+
+    fn table(&self, mu: f64, var: f64) -> &Table {
+        let s = stratum_of(mu, var, &self.level_edges, &self.cv_edges);
+        self.strata
+            .get(s)
+            .and_then(Option::as_ref)
+            .unwrap_or(&self.pooled)
+    }
+}
+
+/// Conformal calibration of a model's prediction intervals (module docs): for each spatial
+/// dataset, quantile tables of the scaled residuals of genes hidden from extra trainings. Made
+/// by training with [`crate::FitOptions::calibration_splits`] > 0, saved with the model
+/// (`calibration.json`), used by [`crate::Gimvi::impute`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct IntervalCalibration {
+    datasets: Vec<DatasetCalibration>,
+    /// Extra trainings it took.
+    pub trainings: usize,
+    /// Hidden (cell, gene) pairs it was built from, over all datasets.
+    pub points: usize,
+    /// Hidden genes it was built from, over all datasets.
+    pub genes: usize,
+}
+
+impl IntervalCalibration {
+    /// How the intervals of this calibration are made (recorded in the output file).
+    pub fn method(&self) -> String {
+        format!(
+            "split conformal on {} measured spatial genes hidden from {} extra trainings \
+             ({} points): log-scale residuals scaled by the posterior and Poisson spread, \
+             quantiles per stratum of expression level x posterior CV",
+            self.genes, self.trainings, self.points
+        )
+    }
+
+    /// Whether dataset `m` has a calibration.
+    pub(crate) fn covers(&self, m: usize) -> bool {
+        self.datasets.iter().any(|d| d.dataset == m)
+    }
+
+    /// The calibrated interval of an imputed count with posterior mean `mu` and variance
+    /// `var` in dataset `m`; `None` if the dataset has no calibration.
+    pub(crate) fn interval(
+        &self,
+        m: usize,
+        mu: f64,
+        var: f64,
+        coverage: f64,
+    ) -> Option<(f64, f64)> {
+        let d = self.datasets.iter().find(|d| d.dataset == m)?;
+        let (q_lo, q_hi) = d.table(mu, var).quantiles(coverage);
+        Some(interval_from(mu, var, q_lo, q_hi))
+    }
+}
+
+/// Calibrates intervals for the model `config` on `data` (module docs): `splits` (1–5) extra
+/// trainings with `train`, each hiding one of five seeded groups of ~20 % of every spatial
+/// dataset's genes (datasets with at least 4 genes); the hidden genes are imputed with
+/// [`CALIBRATION_SAMPLES`] posterior samples and their residuals tabulated. `on_split` is
+/// called before each training. Callers evaluating held-out genes pass data without them, so
+/// the calibration never sees them. `None` when no spatial dataset has 4 genes to hide from
+/// (the intervals are then the raw posterior's).
+pub(crate) fn calibrate(
+    config: &ModelConfig,
+    data: &[&CsrMatrix],
+    train: &TrainConfig,
+    splits: usize,
+    device: &Device,
+    mut on_split: impl FnMut(usize),
+) -> Result<Option<IntervalCalibration>, Error> {
+    if !(1..=INNER_GROUPS).contains(&splits) {
+        return Err(Error::Input(format!(
+            "interval calibration takes 1 to {INNER_GROUPS} extra trainings, got {splits}"
+        )));
+    }
+    let groups = gene_groups(config, train.seed ^ SPLIT_SEED, 4);
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    // Per dataset: (gene, x, μ, v) of every hidden (cell, gene).
+    let mut points: Vec<(usize, Vec<Point>)> = Vec::new();
+    let mut trainings = 0;
+    for split in 0..splits {
+        let Some(inner) = inner_split(config, data, &groups, split) else {
+            continue;
+        };
+        on_split(split);
+        let refs = inner.data(data);
+        let cfg = TrainConfig {
+            seed: train
+                .seed
+                .wrapping_add(TRAIN_SEED)
+                .wrapping_add(1000 * split as u64),
+            ..train.clone()
+        };
+        let result = fit(inner.config.clone(), &refs, &cfg, device, |_| {})?;
+        trainings += 1;
+        for hidden in &inner.hidden {
+            let imputed = result.model.impute(
+                hidden.dataset,
+                refs[hidden.dataset],
+                &hidden.genes,
+                ImputeOptions {
+                    samples: CALIBRATION_SAMPLES,
+                    normalized: false,
+                    seed: cfg.seed,
+                },
+            )?;
+            let var = imputed
+                .variance
+                .ok_or_else(|| Error::Input("no posterior variance returned".into()))?;
+            let entry = match points.iter_mut().position(|p| p.0 == hidden.dataset) {
+                Some(i) => &mut points[i].1,
+                None => {
+                    points.push((hidden.dataset, Vec::new()));
+                    &mut points.last_mut().expect("just pushed").1
+                }
+            };
+            for ((c, j), &x) in hidden.truth.indexed_iter() {
+                entry.push((
+                    hidden.genes[j],
+                    x,
+                    f64::from(imputed.mean[[c, j]]),
+                    f64::from(var[[c, j]]),
+                ));
+            }
+        }
+    }
+    let mut genes = 0;
+    let mut total = 0;
+    let mut datasets = Vec::new();
+    for (m, p) in &points {
+        if let Some(d) = DatasetCalibration::new(*m, p) {
+            genes += d.pooled.genes;
+            total += d.pooled.points;
+            datasets.push(d);
+        }
+    }
+    if datasets.is_empty() {
+        return Err(Error::Input(
+            "interval calibration found no hidden gene with a finite residual".into(),
+        ));
+    }
+    Ok(Some(IntervalCalibration {
+        datasets,
+        trainings,
+        points: total,
+        genes,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conformal_quantiles_use_finite_sample_ranks() {
+        // Residuals 1..=99: at 90 % the ranks are ⌊100·0.05⌋ = 5 and ⌈100·0.95⌉ = 95.
+        let t = Table::new((1..=99).map(f64::from).collect(), 10).unwrap();
+        let (lo, hi) = t.quantiles(0.9);
+        assert!((lo - 5.0).abs() < 1e-9, "{lo}");
+        assert!((hi - 95.0).abs() < 1e-9, "{hi}");
+        // At 99.5 % the upper rank exceeds n: unbounded above.
+        assert_eq!(t.quantiles(0.995).1, f64::INFINITY);
+    }
+
+    #[test]
+    fn an_interval_from_the_residual_quantiles_covers_as_promised() {
+        // Counts drawn around μ with a known log-scale spread: the calibrated interval from one
+        // half covers ~90 % of the other half.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut draw = |n: usize| -> Vec<Point> {
+            (0..n)
+                .map(|i| {
+                    let mu: f64 = rng.random_range(0.5..50.0);
+                    let noise: f64 = rng.random_range(-1.0..1.0) * 1.5;
+                    let x = ((mu.ln_1p() + noise).exp_m1()).max(0.0).round();
+                    (i % 20, x, mu, 0.2 * mu)
+                })
+                .collect()
+        };
+        let calib = DatasetCalibration::new(1, &draw(4000)).unwrap();
+        let test = draw(4000);
+        let covered = test
+            .iter()
+            .filter(|p| {
+                let (q_lo, q_hi) = calib.table(p.2, p.3).quantiles(0.9);
+                let (lo, hi) = interval_from(p.2, p.3, q_lo, q_hi);
+                lo <= p.1 && p.1 <= hi
+            })
+            .count() as f64
+            / test.len() as f64;
+        assert!((covered - 0.9).abs() < 0.03, "{covered}");
+        // The raw normal interval of the same points is far too narrow for this spread.
+        let raw = test
+            .iter()
+            .filter(|p| {
+                let (lo, hi) = raw_interval(p.2, p.3, 0.9);
+                lo <= p.1 && p.1 <= hi
+            })
+            .count() as f64
+            / test.len() as f64;
+        assert!(raw < 0.8, "{raw}");
+    }
+
+    #[test]
+    fn coverage_outside_zero_one_is_refused() {
+        for bad in [0.0, 1.0, -0.5, 1.5, f64::NAN] {
+            assert!(check_coverage(bad).is_err(), "{bad}");
+        }
+        assert!(check_coverage(0.9).is_ok());
+    }
+}
