@@ -299,6 +299,7 @@ fn main() -> Result<(), Error> {
                 normalized: !paper,
                 seed: a.train.seed,
                 coverage: None,
+                given_detection: false,
             },
         )
     };

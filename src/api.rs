@@ -285,6 +285,12 @@ pub struct ImputeOptions {
     /// [`FitOptions::calibration_splits`] > 0, otherwise the raw posterior interval. Needs
     /// expected counts (not `normalized`) and at least 2 `samples`.
     pub coverage: Option<f64>,
+    /// Calibrate the interval for a measurement **given that the gene is detected** (a
+    /// nonzero count) instead of for any measurement (default false). Many spatial
+    /// measurements are zeros, which an interval starting at 0 covers; this variant answers
+    /// "if the gene is seen in this cell, how many counts?" and leaves the zeros out of the
+    /// promise. Falls back to the raw posterior interval without a calibration.
+    pub given_detection: bool,
 }
 
 impl Default for ImputeOptions {
@@ -295,6 +301,7 @@ impl Default for ImputeOptions {
             normalized: false,
             seed: 0,
             coverage: Some(crate::calibration::DEFAULT_COVERAGE),
+            given_detection: false,
         }
     }
 }
@@ -310,6 +317,8 @@ pub struct Intervals {
     pub upper: Array2<f32>,
     /// The coverage asked for.
     pub coverage: f64,
+    /// Whether the coverage is promised given detection (nonzero measurements only).
+    pub given_detection: bool,
     /// Whether they are calibrated (`false`: the raw posterior interval, which tends to be
     /// too narrow).
     pub calibrated: bool,
@@ -389,6 +398,10 @@ impl Imputed {
             uns.push((
                 "gimvi_interval_calibrated".into(),
                 iv.calibrated.to_string(),
+            ));
+            uns.push((
+                "gimvi_interval_given_detection".into(),
+                iv.given_detection.to_string(),
             ));
             uns.push(("gimvi_interval_method".into(), iv.method.clone()));
         }
@@ -766,6 +779,7 @@ impl Gimvi {
                 &imputed.mean,
                 variance,
                 coverage,
+                options.given_detection,
             )),
             _ => None,
         };
@@ -825,23 +839,27 @@ fn intervals(
     mean: &Array2<f32>,
     variance: &Array2<f32>,
     coverage: f64,
+    given_detection: bool,
 ) -> Intervals {
     let mut lower = Array2::<f32>::zeros(mean.raw_dim());
     let mut upper = Array2::<f32>::zeros(mean.raw_dim());
     for ((ij, &mu), &var) in mean.indexed_iter().zip(variance.iter()) {
         let (mu, var) = (f64::from(mu), f64::from(var));
         let (lo, hi) = calibration
-            .and_then(|c| c.interval(m, mu, var, coverage))
+            .and_then(|c| c.interval(m, mu, var, coverage, given_detection))
             .unwrap_or_else(|| raw_interval(mu, var, coverage));
         lower[ij] = lo as f32;
         upper[ij] = hi as f32;
     }
+    let calibrated =
+        calibration.is_some_and(|c| c.interval(m, 1.0, 1.0, coverage, given_detection).is_some());
     Intervals {
         lower,
         upper,
         coverage,
-        calibrated: calibration.is_some(),
-        method: calibration.map_or_else(
+        given_detection,
+        calibrated,
+        method: calibration.filter(|_| calibrated).map_or_else(
             || {
                 "raw posterior: normal quantiles of the log-scale posterior and Poisson spread                  (uncalibrated; train with calibration_splits > 0 to calibrate)"
                     .to_string()

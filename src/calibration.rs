@@ -189,50 +189,33 @@ impl Table {
     }
 }
 
-/// The calibration of one spatial dataset.
+/// Quantile tables of one set of calibration points: per stratum and pooled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct DatasetCalibration {
-    /// Its index among the model's datasets.
-    dataset: usize,
-    /// Tertile edges of ln(1 + μ) over the calibration points.
-    level_edges: [f64; 2],
-    /// Tertile edges of the posterior coefficient of variation.
-    cv_edges: [f64; 2],
+struct TableSet {
     /// Tables of the nine strata (`None`: too few points or genes, the pooled one is used).
     strata: Vec<Option<Table>>,
     /// All points together.
     pooled: Table,
 }
 
-impl DatasetCalibration {
-    /// From (gene, x, μ, v) points of hidden genes.
-    fn new(dataset: usize, points: &[Point]) -> Option<Self> {
+impl TableSet {
+    fn new(points: &[&Point], level_edges: &[f64; 2], cv_edges: &[f64; 2]) -> Option<Self> {
         let genes_of = |p: &[&Point]| {
             let mut g: Vec<usize> = p.iter().map(|q| q.0).collect();
             g.sort_unstable();
             g.dedup();
             g.len()
         };
-        let all: Vec<&Point> = points.iter().collect();
         let pooled = Table::new(
-            all.iter().map(|p| residual(p.1, p.2, p.3)).collect(),
-            genes_of(&all),
+            points.iter().map(|p| residual(p.1, p.2, p.3)).collect(),
+            genes_of(points),
         )?;
-        let tertiles = |mut v: Vec<f64>| {
-            v.retain(|x| x.is_finite());
-            v.sort_by(f64::total_cmp);
-            if v.is_empty() {
-                return [0.0, 0.0];
-            }
-            [v[v.len() / 3], v[2 * v.len() / 3]]
-        };
-        let level_edges = tertiles(points.iter().map(|p| features(p.2, p.3).0).collect());
-        let cv_edges = tertiles(points.iter().map(|p| features(p.2, p.3).1).collect());
         let strata = (0..9)
             .map(|s| {
                 let members: Vec<&Point> = points
                     .iter()
-                    .filter(|p| stratum_of(p.2, p.3, &level_edges, &cv_edges) == s)
+                    .copied()
+                    .filter(|p| stratum_of(p.2, p.3, level_edges, cv_edges) == s)
                     .collect();
                 let genes = genes_of(&members);
                 if members.len() < MIN_STRATUM_POINTS || genes < MIN_STRATUM_GENES {
@@ -244,21 +227,65 @@ impl DatasetCalibration {
                 )
             })
             .collect();
+        Some(Self { strata, pooled })
+    }
+
+    fn table(&self, stratum: usize) -> &Table {
+        self.strata
+            .get(stratum)
+            .and_then(Option::as_ref)
+            .unwrap_or(&self.pooled)
+    }
+}
+
+/// The calibration of one spatial dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DatasetCalibration {
+    /// Its index among the model's datasets.
+    dataset: usize,
+    /// Tertile edges of ln(1 + μ) over the calibration points.
+    level_edges: [f64; 2],
+    /// Tertile edges of the posterior coefficient of variation.
+    cv_edges: [f64; 2],
+    /// Tables of every calibration point: intervals for a measurement, zero or not.
+    all: TableSet,
+    /// Tables of the points with a nonzero count: intervals for a measurement given that the
+    /// gene is detected in the cell (`None` without enough such points).
+    detected: Option<TableSet>,
+}
+
+impl DatasetCalibration {
+    /// From (gene, x, μ, v) points of hidden genes.
+    fn new(dataset: usize, points: &[Point]) -> Option<Self> {
+        let tertiles = |mut v: Vec<f64>| {
+            v.retain(|x| x.is_finite());
+            v.sort_by(f64::total_cmp);
+            if v.is_empty() {
+                return [0.0, 0.0];
+            }
+            [v[v.len() / 3], v[2 * v.len() / 3]]
+        };
+        let level_edges = tertiles(points.iter().map(|p| features(p.2, p.3).0).collect());
+        let cv_edges = tertiles(points.iter().map(|p| features(p.2, p.3).1).collect());
+        let all: Vec<&Point> = points.iter().collect();
+        let detected: Vec<&Point> = points.iter().filter(|p| p.1 > 0.0).collect();
         Some(Self {
             dataset,
+            all: TableSet::new(&all, &level_edges, &cv_edges)?,
+            detected: TableSet::new(&detected, &level_edges, &cv_edges),
             level_edges,
             cv_edges,
-            strata,
-            pooled,
         })
     }
 
-    fn table(&self, mu: f64, var: f64) -> &Table {
+    /// The table for an imputation (μ, v): of all points, or of the detected ones.
+    fn table(&self, mu: f64, var: f64, given_detection: bool) -> Option<&Table> {
         let s = stratum_of(mu, var, &self.level_edges, &self.cv_edges);
-        self.strata
-            .get(s)
-            .and_then(Option::as_ref)
-            .unwrap_or(&self.pooled)
+        if given_detection {
+            self.detected.as_ref().map(|t| t.table(s))
+        } else {
+            Some(self.all.table(s))
+        }
     }
 }
 
@@ -294,16 +321,19 @@ impl IntervalCalibration {
     }
 
     /// The calibrated interval of an imputed count with posterior mean `mu` and variance
-    /// `var` in dataset `m`; `None` if the dataset has no calibration.
+    /// `var` in dataset `m`: for a measurement (zero or not), or with `given_detection` for a
+    /// measurement given that the gene is detected (nonzero) in the cell; `None` if the
+    /// dataset has no such calibration.
     pub(crate) fn interval(
         &self,
         m: usize,
         mu: f64,
         var: f64,
         coverage: f64,
+        given_detection: bool,
     ) -> Option<(f64, f64)> {
         let d = self.datasets.iter().find(|d| d.dataset == m)?;
-        let (q_lo, q_hi) = d.table(mu, var).quantiles(coverage);
+        let (q_lo, q_hi) = d.table(mu, var, given_detection)?.quantiles(coverage);
         Some(interval_from(mu, var, q_lo, q_hi))
     }
 }
@@ -386,8 +416,8 @@ pub(crate) fn calibrate(
     let mut datasets = Vec::new();
     for (m, p) in &points {
         if let Some(d) = DatasetCalibration::new(*m, p) {
-            genes += d.pooled.genes;
-            total += d.pooled.points;
+            genes += d.all.pooled.genes;
+            total += d.all.pooled.points;
             datasets.push(d);
         }
     }
@@ -440,7 +470,7 @@ mod tests {
         let covered = test
             .iter()
             .filter(|p| {
-                let (q_lo, q_hi) = calib.table(p.2, p.3).quantiles(0.9);
+                let (q_lo, q_hi) = calib.table(p.2, p.3, false).unwrap().quantiles(0.9);
                 let (lo, hi) = interval_from(p.2, p.3, q_lo, q_hi);
                 lo <= p.1 && p.1 <= hi
             })

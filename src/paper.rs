@@ -866,7 +866,7 @@ fn evaluation_figures(
             let (mu, var) = (fold.mean[[c, j]], fold.variance[[c, j]]);
             fold.calibration
                 .as_ref()
-                .and_then(|cal| cal.interval(1, mu, var, 0.9))
+                .and_then(|cal| cal.interval(1, mu, var, 0.9, false))
                 .unwrap_or_else(|| raw_interval(mu, var, 0.9))
         };
         let n = fold.cells.len();
@@ -925,7 +925,14 @@ fn score_posterior_intervals(
         .collect();
     let levels = tissue_levels();
     let mut reports = Vec::new();
-    if !posterior.is_empty() && posterior.iter().all(|f| f.calibration.is_some()) {
+    let calibrated = !posterior.is_empty() && posterior.iter().all(|f| f.calibration.is_some());
+    for (name, given_detection) in [
+        ("gimVI calibrated", false),
+        ("gimVI calibrated, given detection", true),
+    ] {
+        if !calibrated {
+            break;
+        }
         let closures: Vec<_> = posterior
             .iter()
             .map(|f| {
@@ -933,7 +940,7 @@ fn score_posterior_intervals(
                     let (mu, var) = (f.mean[[c, g]], f.variance[[c, g]]);
                     f.calibration
                         .as_ref()
-                        .and_then(|cal| cal.interval(1, mu, var, level))
+                        .and_then(|cal| cal.interval(1, mu, var, level, given_detection))
                         .unwrap_or_else(|| raw_interval(mu, var, level))
                 }
             })
@@ -946,12 +953,7 @@ fn score_posterior_intervals(
                 interval: f,
             })
             .collect();
-        reports.push(score_intervals(
-            "gimVI calibrated",
-            &folds,
-            &levels,
-            &HEADLINE_COVERAGES,
-        ));
+        reports.push(score_intervals(name, &folds, &levels, &HEADLINE_COVERAGES));
     }
     let raw: Vec<_> = posterior
         .iter()

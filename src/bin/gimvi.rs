@@ -178,6 +178,10 @@ struct ImputeArgs {
     /// Write no prediction interval.
     #[arg(long)]
     no_intervals: bool,
+    /// Promise the coverage for measurements given that the gene is detected (nonzero counts)
+    /// instead of for any measurement, zeros included.
+    #[arg(long)]
+    given_detection: bool,
     /// Backend among those compiled in.
     #[arg(long, default_value = "auto")]
     backend: String,
@@ -603,6 +607,7 @@ fn impute_command(args: &ImputeArgs, quiet: bool) -> Result<()> {
             normalized: args.normalized,
             seed: args.seed,
             coverage: (!args.no_intervals).then_some(args.coverage),
+            given_detection: args.given_detection,
         },
     )?;
     let out_name = args.out.to_string_lossy().to_lowercase();

@@ -69,6 +69,21 @@ fn calibrated_intervals_survive_save_and_load_and_reach_the_h5ad_file() {
         assert!(wlo <= lo && hi <= whi);
     }
 
+    // The variant for detected (nonzero) measurements has its own calibrated table.
+    let detected = model
+        .impute(
+            &sp,
+            &ImputeOptions {
+                given_detection: true,
+                ..ImputeOptions::default()
+            },
+        )
+        .unwrap()
+        .intervals
+        .unwrap();
+    assert!(detected.calibrated && detected.given_detection);
+    assert_ne!(detected.lower, iv.lower);
+
     let saved = dir.path().join("model");
     model.save(&saved).unwrap();
     assert!(saved.join("calibration.json").is_file());
