@@ -160,6 +160,8 @@ fn draw_line_panels<DB: DrawingBackend>(
             .configure_mesh()
             .x_desc(x_label)
             .y_desc(if diagonal { "empirical coverage" } else { "" })
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
             .label_style((FAMILY, 12))
             .axis_desc_style((FAMILY, 13))
             .light_line_style(WHITE.mix(0.0))
@@ -241,6 +243,8 @@ fn draw_scatter<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
         .label_style((FAMILY, 12))
         .axis_desc_style((FAMILY, 13))
         .light_line_style(WHITE.mix(0.0))
@@ -296,7 +300,7 @@ fn draw_spatial<DB: DrawingBackend>(
         .iter()
         .zip(panels)
     {
-        let (map, bar) = cell.split_horizontally(cell.dim_in_pixel().0.saturating_sub(95));
+        let (map, bar) = cell.split_horizontally(cell.dim_in_pixel().0.saturating_sub(90));
         // Colour scale: the 1st–99th percentile of the panel's values (a few extreme cells
         // would otherwise flatten the rest).
         let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
@@ -343,8 +347,9 @@ fn draw_spatial<DB: DrawingBackend>(
         let mut scale = t!(ChartBuilder::on(&bar)
             .margin_top(34)
             .margin_bottom(38)
-            .margin_right(4)
-            .y_label_area_size(62)
+            .margin_left(6)
+            .margin_right(2)
+            .set_label_area_size(LabelAreaPosition::Right, 58)
             .build_cartesian_2d(0.0..1.0, lo..hi));
         t!(scale
             .configure_mesh()
