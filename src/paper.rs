@@ -798,12 +798,22 @@ fn evaluation_figures(
             .intervals
             .iter()
             .map(|r| {
+                // The detection-conditional intervals promise coverage of nonzero measurements.
+                let (curve, ce, over) = if r.name.contains("given detection") {
+                    (
+                        &r.coverage_nonzero,
+                        r.calibration_error_nonzero,
+                        "nonzero measurements",
+                    )
+                } else {
+                    (&r.coverage, r.calibration_error, "all measurements")
+                };
                 (
-                    format!("{} (CE {:.3})", r.name, r.calibration_error),
+                    format!("{}: {over} (CE {ce:.3})", r.name),
                     r.levels
                         .iter()
                         .copied()
-                        .zip(r.coverage.iter().copied())
+                        .zip(curve.iter().copied())
                         .collect(),
                 )
             })
