@@ -774,7 +774,7 @@ impl Gimvi {
         )?;
         let intervals = match (options.coverage, &imputed.variance, options.normalized) {
             (Some(coverage), Some(variance), false) => Some(intervals(
-                ensemble.calibration.as_ref().filter(|c| c.covers(m)),
+                ensemble.calibration.as_ref().filter(|c| c.covers(m, false)),
                 m,
                 &imputed.mean,
                 variance,
@@ -851,8 +851,7 @@ fn intervals(
         lower[ij] = lo as f32;
         upper[ij] = hi as f32;
     }
-    let calibrated =
-        calibration.is_some_and(|c| c.interval(m, 1.0, 1.0, coverage, given_detection).is_some());
+    let calibrated = calibration.is_some_and(|c| c.covers(m, given_detection));
     Intervals {
         lower,
         upper,

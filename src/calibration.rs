@@ -315,9 +315,12 @@ impl IntervalCalibration {
         )
     }
 
-    /// Whether dataset `m` has a calibration.
-    pub(crate) fn covers(&self, m: usize) -> bool {
-        self.datasets.iter().any(|d| d.dataset == m)
+    /// Whether dataset `m` has a calibration (with `given_detection`: one of its detected
+    /// points).
+    pub(crate) fn covers(&self, m: usize, given_detection: bool) -> bool {
+        self.datasets
+            .iter()
+            .any(|d| d.dataset == m && (!given_detection || d.detected.is_some()))
     }
 
     /// The calibrated interval of an imputed count with posterior mean `mu` and variance

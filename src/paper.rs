@@ -880,7 +880,12 @@ fn evaluation_figures(
                 .unwrap_or_else(|| raw_interval(mu, var, 0.9))
         };
         let n = fold.cells.len();
-        let width: Vec<f64> = (0..n).map(|c| interval(c).1 - interval(c).0).collect();
+        let width: Vec<f64> = (0..n)
+            .map(|c| {
+                let (lo, hi) = interval(c);
+                hi - lo
+            })
+            .collect();
         let kind = if fold.calibration.is_some() {
             "calibrated"
         } else {
