@@ -2,7 +2,8 @@
 """One table per real pair of prediction-interval quality: gimvi's calibrated and raw posterior
 intervals (the "intervals" section of `gimvi evaluate --json`, one file per model seed, as
 scripts/compare_peers.sh writes them) beside TISSUE's (shared/anchors/tissue_calibration.py's
-JSON, as scripts/peers/run_all.sh tissue writes it to $PEERS/out/{pair}/tissue_s{seed}.json).
+JSON, as scripts/peers/run_all.sh tissue writes it to $PEERS/out/{pair}/tissue_s{seed}.json,
+and tissue_tangram_s{seed}.json from its tissue-tangram stage where present).
 
 Usage: python3 scripts/intervals_table.py DIR [PAIR ...]   (env PEERS=/work/peers)
 
@@ -70,34 +71,37 @@ def gimvi_rows(directory, pair):
 
 
 def tissue_rows(pair):
+    """TISSUE's rows: its default SpaGE imputer (tissue_s*.json) and, where run, TISSUE's own
+    Tangram wrapper (tissue_tangram_s*.json, scripts/peers/tissue_tangram.py)."""
     peers = os.environ.get("PEERS", "/work/peers")
     rows = {}
-    seeds = 0
-    for path in sorted(glob.glob(os.path.join(peers, "out", pair, "tissue_s*.json"))):
-        with open(path) as f:
-            d = json.load(f)
-        seeds += 1
-        for variant in ("asymmetric", "symmetric"):
-            res = d["results"].get(variant)
-            if not res:
-                continue
-            alle, rule = res["all_entries"], res["tissue_rule"]
-            cols = rows.setdefault(f"TISSUE (SpaGE, {variant})", {})
-            for key, value in [
-                ("ce", alle["calibration_error"]),
-                ("ce_nz", rule["calibration_error"]),
-                ("c80", alle["coverage_at"]["0.80"]),
-                ("c90", alle["coverage_at"]["0.90"]),
-                ("c95", alle["coverage_at"]["0.95"]),
-                ("under", alle.get("frac_genes_cov90_below_0.80")),
-                ("width", res["width90_counts"]["median_all_entries"]),
-                ("rel", None),
-            ]:
-                cols.setdefault(key, []).append(value)
-        secs = d.get("seconds_total")
-        if secs is not None:
-            rows.setdefault("_seconds", []).append(secs)
-    return rows, seeds
+    runs = 0
+    for prefix, imputer in (("tissue", "SpaGE"), ("tissue_tangram", "Tangram")):
+        for path in sorted(glob.glob(os.path.join(peers, "out", pair, f"{prefix}_s*.json"))):
+            with open(path) as f:
+                d = json.load(f)
+            runs += imputer == "SpaGE"
+            for variant in ("asymmetric", "symmetric"):
+                res = d["results"].get(variant)
+                if not res:
+                    continue
+                alle, rule = res["all_entries"], res["tissue_rule"]
+                cols = rows.setdefault(f"TISSUE ({imputer}, {variant})", {})
+                for key, value in [
+                    ("ce", alle["calibration_error"]),
+                    ("ce_nz", rule["calibration_error"]),
+                    ("c80", alle["coverage_at"]["0.80"]),
+                    ("c90", alle["coverage_at"]["0.90"]),
+                    ("c95", alle["coverage_at"]["0.95"]),
+                    ("under", alle.get("frac_genes_cov90_below_0.80")),
+                    ("width", res["width90_counts"]["median_all_entries"]),
+                    ("rel", None),
+                ]:
+                    cols.setdefault(key, []).append(value)
+            secs = d.get("seconds_total")
+            if secs is not None:
+                rows.setdefault(f"_seconds {imputer}", []).append(secs)
+    return rows, runs
 
 
 def main():
@@ -117,8 +121,8 @@ def main():
         for name, cols in list(g.items()) + [(k, v) for k, v in t.items() if not k.startswith("_")]:
             print("| " + " | ".join([name] + [mean_se(cols.get(k, [])) for k in
                   ("ce", "ce_nz", "c80", "c90", "c95", "under", "width", "rel")]) + " |")
-        if "_seconds" in t:
-            print(f"\nTISSUE wall time: {mean_se(t['_seconds'])} s for the 5 folds.")
+        for key in sorted(k for k in t if k.startswith("_seconds")):
+            print(f"\nTISSUE ({key.split()[1]}) wall time: {mean_se(t[key])} s for the 5 folds.")
         print()
 
 

@@ -307,7 +307,11 @@ impl Default for ImputeOptions {
 }
 
 /// The prediction intervals of an [`Imputed`]: with probability `coverage`, a measurement of
-/// the gene in the cell falls between `lower` and `upper`.
+/// the gene in the cell falls between `lower` and `upper` (inclusive).
+///
+/// Measurements are whole counts, so at a low coverage, or where nearly every measurement
+/// like this one is 0, an interval may hold no whole count (e.g. `[0.3, 0.3]`): the
+/// calibration counts such cells as not covered, which is what makes the promised share true.
 #[derive(Debug, Clone)]
 pub struct Intervals {
     /// Lower ends, cells × genes.
