@@ -186,6 +186,22 @@ impl FromStr for BackendKind {
     }
 }
 
+/// Whether `device` computes on the CPU, where independent trainings can run side by side on
+/// threads (the GPU backends run one at a time).
+pub(crate) fn is_cpu(device: &Device) -> bool {
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)]
+    if *device == Device::ndarray() {
+        return true;
+    }
+    #[cfg(feature = "flex")]
+    if *device == Device::flex() {
+        return true;
+    }
+    let _ = device;
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
 
 use crate::error::Error;
-use crate::inner::{gene_groups, inner_split, INNER_GROUPS};
+use crate::inner::{gene_groups, inner_split, InnerSplit, INNER_GROUPS};
 use crate::prepare::fit;
 
 /// Floor added to the variance of the scale s (keeps s > 0 where μ ≈ 0).
@@ -441,52 +441,51 @@ pub(crate) fn calibrate(
     if groups.is_empty() {
         return Ok(None);
     }
+    // The splits' trainings are independent (each seeded on its own): on the CPU they run
+    // side by side, as many at a time as there are cores, and are merged in split order, so
+    // the result does not depend on the number of threads.
+    let tasks: Vec<_> = (0..splits)
+        .filter_map(|split| inner_split(config, data, &groups, split).map(|inner| (split, inner)))
+        .collect();
+    let threads = if crate::backend::is_cpu(device) {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    };
     // Per dataset: (gene, x, μ, v) of every hidden (cell, gene).
     let mut points: Vec<(usize, Vec<Point>)> = Vec::new();
     let mut trainings = 0;
-    for split in 0..splits {
-        let Some(inner) = inner_split(config, data, &groups, split) else {
-            continue;
+    for chunk in tasks.chunks(threads.max(1)) {
+        for (split, _) in chunk {
+            on_split(*split);
+        }
+        let results: Vec<Result<Vec<(usize, Vec<Point>)>, Error>> = if chunk.len() == 1 {
+            vec![split_points(data, &chunk[0].1, chunk[0].0, train, device)]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|(split, inner)| {
+                        scope.spawn(move || split_points(data, inner, *split, train, device))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(Error::Input("a calibration training panicked".into()))
+                        })
+                    })
+                    .collect()
+            })
         };
-        on_split(split);
-        let refs = inner.data(data);
-        let cfg = TrainConfig {
-            seed: train
-                .seed
-                .wrapping_add(TRAIN_SEED)
-                .wrapping_add(1000 * split as u64),
-            ..train.clone()
-        };
-        let result = fit(inner.config.clone(), &refs, &cfg, device, |_| {})?;
-        trainings += 1;
-        for hidden in &inner.hidden {
-            let imputed = result.model.impute(
-                hidden.dataset,
-                refs[hidden.dataset],
-                &hidden.genes,
-                ImputeOptions {
-                    samples: CALIBRATION_SAMPLES,
-                    normalized: false,
-                    seed: cfg.seed,
-                },
-            )?;
-            let var = imputed
-                .variance
-                .ok_or_else(|| Error::Input("no posterior variance returned".into()))?;
-            let entry = match points.iter_mut().position(|p| p.0 == hidden.dataset) {
-                Some(i) => &mut points[i].1,
-                None => {
-                    points.push((hidden.dataset, Vec::new()));
-                    &mut points.last_mut().expect("just pushed").1
+        for result in results {
+            trainings += 1;
+            for (dataset, new) in result? {
+                match points.iter_mut().find(|p| p.0 == dataset) {
+                    Some(p) => p.1.extend(new),
+                    None => points.push((dataset, new)),
                 }
-            };
-            for ((c, j), &x) in hidden.truth.indexed_iter() {
-                entry.push((
-                    hidden.genes[j],
-                    x,
-                    f64::from(imputed.mean[[c, j]]),
-                    f64::from(var[[c, j]]),
-                ));
             }
         }
     }
@@ -511,6 +510,56 @@ pub(crate) fn calibrate(
         points: total,
         genes,
     }))
+}
+
+/// One calibration training: fits the model without the split's hidden genes (seeded by the
+/// split) and returns, per spatial dataset, the (gene, x, μ, v) of every hidden (cell, gene).
+fn split_points(
+    data: &[&CsrMatrix],
+    inner: &InnerSplit,
+    split: usize,
+    train: &TrainConfig,
+    device: &Device,
+) -> Result<Vec<(usize, Vec<Point>)>, Error> {
+    let refs = inner.data(data);
+    let cfg = TrainConfig {
+        seed: train
+            .seed
+            .wrapping_add(TRAIN_SEED)
+            .wrapping_add(1000 * split as u64),
+        ..train.clone()
+    };
+    let result = fit(inner.config.clone(), &refs, &cfg, device, |_| {})?;
+    let mut out: Vec<(usize, Vec<Point>)> = Vec::new();
+    for hidden in &inner.hidden {
+        let imputed = result.model.impute(
+            hidden.dataset,
+            refs[hidden.dataset],
+            &hidden.genes,
+            ImputeOptions {
+                samples: CALIBRATION_SAMPLES,
+                normalized: false,
+                seed: cfg.seed,
+            },
+        )?;
+        let var = imputed
+            .variance
+            .ok_or_else(|| Error::Input("no posterior variance returned".into()))?;
+        let mut entry = Vec::with_capacity(hidden.truth.len());
+        for ((c, j), &x) in hidden.truth.indexed_iter() {
+            entry.push((
+                hidden.genes[j],
+                x,
+                f64::from(imputed.mean[[c, j]]),
+                f64::from(var[[c, j]]),
+            ));
+        }
+        match out.iter_mut().find(|p| p.0 == hidden.dataset) {
+            Some(p) => p.1.extend(entry),
+            None => out.push((hidden.dataset, entry)),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
