@@ -572,49 +572,68 @@ impl Gimvi {
             };
         let epochs = config.epochs;
         let progress = std::cell::RefCell::new(progress);
-        let ensemble = ModelEnsemble::fit(
-            &self.config,
-            &counts,
-            &train,
-            &kappas,
-            options.models_per_kappa,
-            &self.device,
-            &mut FitObserver {
-                on_model: &mut |index, count, kappa, seed| {
-                    (progress.borrow_mut())(Progress::Model {
-                        index,
-                        count,
-                        kappa,
-                        seed,
-                    })
-                },
-                on_epoch: &mut |log| (progress.borrow_mut())(Progress::Epoch { log, epochs }),
-            },
-        )?;
-        let mut ensemble = ensemble;
-        if options.calibration_splits > 0 {
-            let splits = options.calibration_splits;
-            let calibration_train = TrainConfig {
-                kappa: kappas[0],
-                ..train.clone()
-            };
-            (progress.borrow_mut())(Progress::Note(&format!(
-                "calibrating the prediction intervals: {splits} extra training(s), each hiding \
-                 20 % of the spatial genes"
-            )));
-            let calibration = calibrate(
+        let splits = options.calibration_splits;
+        let calibration_train = TrainConfig {
+            kappa: kappas[0],
+            ..train.clone()
+        };
+        let run_calibration = || {
+            calibrate(
                 &self.config,
                 &counts,
                 &calibration_train,
                 splits,
                 &self.device,
-                |split| {
-                    (progress.borrow_mut())(Progress::Note(&format!(
-                        "calibration training {}/{splits}",
-                        split + 1
-                    )))
+                |_| {},
+            )
+        };
+        // On the CPU the calibration trainings run on threads beside the model's own training
+        // (each seeded on its own: the same result as one after the other).
+        let beside = splits > 0 && crate::backend::is_cpu(&self.device);
+        if splits > 0 {
+            (progress.borrow_mut())(Progress::Note(&format!(
+                "calibrating the prediction intervals: {splits} extra training(s), each hiding \
+                 20 % of the spatial genes{}",
+                if beside {
+                    ", on threads beside the model's training"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let (ensemble, calibration) = std::thread::scope(|scope| {
+            let job = beside.then(|| scope.spawn(run_calibration));
+            let ensemble = ModelEnsemble::fit(
+                &self.config,
+                &counts,
+                &train,
+                &kappas,
+                options.models_per_kappa,
+                &self.device,
+                &mut FitObserver {
+                    on_model: &mut |index, count, kappa, seed| {
+                        (progress.borrow_mut())(Progress::Model {
+                            index,
+                            count,
+                            kappa,
+                            seed,
+                        })
+                    },
+                    on_epoch: &mut |log| (progress.borrow_mut())(Progress::Epoch { log, epochs }),
                 },
-            )?;
+            );
+            let calibration = job.map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Input("a calibration training panicked".into())))
+            });
+            (ensemble, calibration)
+        });
+        let mut ensemble = ensemble?;
+        if splits > 0 {
+            let calibration = match calibration {
+                Some(result) => result?,
+                None => run_calibration()?,
+            };
             if calibration.is_none() {
                 (progress.borrow_mut())(Progress::Note(
                     "no spatial dataset has 4 genes to hide: the intervals stay the raw \

@@ -410,6 +410,49 @@ impl GimviImputer {
         }
         Ok((prediction, posterior))
     }
+
+    /// Trains the fold's models (every κ × `members`) and returns the sum of their
+    /// imputations and, with posterior samples, the sums of their posterior means and second
+    /// moments (Σ mean, Σ (variance + mean²)).
+    fn train_members(
+        &mut self,
+        task: &FoldTask<'_>,
+        config: &ModelConfig,
+        data: [&CsrMatrix; 2],
+        train_config: &TrainConfig,
+        kappas: &[f64],
+        members: usize,
+    ) -> Result<MemberImputation, ImputerError> {
+        let mut prediction: Option<Array2<f64>> = None;
+        let mut pooled: Option<(Array2<f64>, Array2<f64>)> = None;
+        for (kappa, member) in kappas
+            .iter()
+            .flat_map(|&k| (0..members).map(move |m| (k, m)))
+        {
+            let (p, posterior) = self.impute_member(
+                task,
+                config,
+                data,
+                &TrainConfig {
+                    kappa,
+                    ..train_config.clone()
+                },
+                member,
+            )?;
+            prediction = Some(match prediction {
+                None => p,
+                Some(sum) => sum + p,
+            });
+            if let Some((mean, variance)) = posterior {
+                let second = &variance + &mean.mapv(|m| m * m);
+                pooled = Some(match pooled {
+                    None => (mean, second),
+                    Some((m, s)) => (m + mean, s + second),
+                });
+            }
+        }
+        Ok((prediction.ok_or("no ensemble member trained")?, pooled))
+    }
 }
 
 impl Imputer for GimviImputer {
@@ -438,53 +481,57 @@ impl Imputer for GimviImputer {
         // One κ, or every κ of the average (each with its `members` models).
         let (config, train_config, kappas) = self.fold_setup(task, &sc_counts, &sp_counts)?;
         let members = self.ensemble.max(1);
-        let mut prediction: Option<Array2<f64>> = None;
-        // Pooled posterior over the members: Σ means and Σ (variance + mean²).
-        let mut pooled: Option<(Array2<f64>, Array2<f64>)> = None;
-        for (kappa, member) in kappas
-            .iter()
-            .flat_map(|&k| (0..members).map(move |m| (k, m)))
-        {
-            let (p, posterior) = self.impute_member(
+        // The interval calibration (nested: only the fold's training genes are visible here)
+        // needs the posterior; on the CPU its trainings run on threads beside the fold's own
+        // models (each seeded on its own: the same result as one after the other).
+        let splits = if self.posterior_samples >= 2 {
+            self.calibration_splits
+        } else {
+            0
+        };
+        let device = self.device.clone();
+        let calibration_train = TrainConfig {
+            kappa: kappas[0],
+            ..train_config.clone()
+        };
+        let run_calibration = || {
+            calibrate(
+                &config,
+                &[&sc_counts, &sp_counts],
+                &calibration_train,
+                splits,
+                &device,
+                |_| {},
+            )
+        };
+        let beside = splits > 0 && crate::backend::is_cpu(&device);
+        let (trained, calibration) = std::thread::scope(|scope| {
+            let job = beside.then(|| scope.spawn(run_calibration));
+            let trained = self.train_members(
                 task,
                 &config,
                 [&sc_counts, &sp_counts],
-                &TrainConfig {
-                    kappa,
-                    ..train_config.clone()
-                },
-                member,
-            )?;
-            prediction = Some(match prediction {
-                None => p,
-                Some(sum) => sum + p,
+                &train_config,
+                &kappas,
+                members,
+            );
+            let calibration = job.map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(crate::error::Error::Input(
+                        "a calibration training panicked".into(),
+                    ))
+                })
             });
-            if let Some((mean, variance)) = posterior {
-                let second = &variance + &mean.mapv(|m| m * m);
-                pooled = Some(match pooled {
-                    None => (mean, second),
-                    Some((m, s)) => (m + mean, s + second),
-                });
-            }
-        }
+            (trained, calibration)
+        });
+        let (prediction, pooled) = trained?;
         let n = (members * kappas.len()) as f64;
         if let Some((sum_mean, sum_second)) = pooled {
             let (mean, variance) = pooled_moments(sum_mean, &sum_second, n);
-            let calibration = if self.calibration_splits > 0 {
-                // Only the fold's training genes are visible here (nested calibration).
-                calibrate(
-                    &config,
-                    &[&sc_counts, &sp_counts],
-                    &TrainConfig {
-                        kappa: kappas[0],
-                        ..train_config.clone()
-                    },
-                    self.calibration_splits,
-                    &self.device,
-                    |_| {},
-                )?
-            } else {
-                None
+            let calibration = match calibration {
+                Some(result) => result?,
+                None if splits > 0 => run_calibration()?,
+                None => None,
             };
             self.posterior.push(FoldPosterior {
                 genes: task.test_genes.to_vec(),
@@ -494,7 +541,7 @@ impl Imputer for GimviImputer {
                 calibration,
             });
         }
-        Ok(prediction.ok_or("no ensemble member trained")? / n)
+        Ok(prediction / n)
     }
 }
 
