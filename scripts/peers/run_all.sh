@@ -126,8 +126,8 @@ tissue_tangram() {
   mkdir -p "$PEERS/out/$p"
   local log=$PEERS/logs/${p}_tissue_tangram_s$seed.log times=$PEERS/logs/${p}_tissue_tangram_s$seed.times.json
   echo "$(date -Is) start $p tissue-tangram s$seed" >&2
-  if nice -n 19 "$PEERS/venv-tissue/bin/python" "$HERE/timed.py" "$times" -- \
-      "$PEERS/venv-tissue/bin/python" "$HERE/tissue_tangram.py" --sc "$(sc_of "$p")" --spatial "$(sp_h5ad_of "$p")" \
+  if nice -n 19 "$PEERS/venv-tt/bin/python" "$HERE/timed.py" "$times" -- \
+      "$PEERS/venv-tt/bin/python" "$HERE/tissue_tangram.py" --sc "$(sc_of "$p")" --spatial "$(sp_h5ad_of "$p")" \
       --folds-from "$PEERS/folds/$p.json" --seed "$seed" --json "$out.tmp" >"$log" 2>&1; then
     mv "$out.tmp" "$out"
     "$PEERS/venv-scvi/bin/python" - "$out" "$times" >>"$LOG" <<'PY'
