@@ -128,6 +128,9 @@ fn features(mu: f64, var: f64) -> (f64, f64) {
 /// variance v of its imputation.
 type Point = (usize, f64, f64, f64);
 
+/// The points of one calibration training, per spatial dataset (its index and its points).
+type SplitPoints = Vec<(usize, Vec<Point>)>;
+
 /// Sorted values kept as a grid of order statistics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Grid {
@@ -453,13 +456,13 @@ pub(crate) fn calibrate(
         1
     };
     // Per dataset: (gene, x, μ, v) of every hidden (cell, gene).
-    let mut points: Vec<(usize, Vec<Point>)> = Vec::new();
+    let mut points: SplitPoints = Vec::new();
     let mut trainings = 0;
     for chunk in tasks.chunks(threads.max(1)) {
         for (split, _) in chunk {
             on_split(*split);
         }
-        let results: Vec<Result<Vec<(usize, Vec<Point>)>, Error>> = if chunk.len() == 1 {
+        let results: Vec<Result<SplitPoints, Error>> = if chunk.len() == 1 {
             vec![split_points(data, &chunk[0].1, chunk[0].0, train, device)]
         } else {
             std::thread::scope(|scope| {
@@ -520,7 +523,7 @@ fn split_points(
     split: usize,
     train: &TrainConfig,
     device: &Device,
-) -> Result<Vec<(usize, Vec<Point>)>, Error> {
+) -> Result<SplitPoints, Error> {
     let refs = inner.data(data);
     let cfg = TrainConfig {
         seed: train
@@ -530,7 +533,7 @@ fn split_points(
         ..train.clone()
     };
     let result = fit(inner.config.clone(), &refs, &cfg, device, |_| {})?;
-    let mut out: Vec<(usize, Vec<Point>)> = Vec::new();
+    let mut out: SplitPoints = Vec::new();
     for hidden in &inner.hidden {
         let imputed = result.model.impute(
             hidden.dataset,
