@@ -12,7 +12,7 @@ use gimvi_trainer::{EpochLog, TrainConfig};
 use ndarray::Array2;
 
 use crate::backend::BackendKind;
-use crate::calibration::{calibrate, raw_interval, IntervalCalibration};
+use crate::calibration::{calibrate_beside, raw_interval, IntervalCalibration};
 use crate::ensemble::{FitObserver, ModelEnsemble};
 use crate::error::{Error, Result};
 use crate::kappa::{choose_kappa, KAPPA_CANDIDATES, KAPPA_INNER_SPLITS};
@@ -577,16 +577,6 @@ impl Gimvi {
             kappa: kappas[0],
             ..train.clone()
         };
-        let run_calibration = || {
-            calibrate(
-                &self.config,
-                &counts,
-                &calibration_train,
-                splits,
-                &self.device,
-                |_| {},
-            )
-        };
         // On the CPU the calibration trainings run on threads beside the model's own training
         // (each seeded on its own: the same result as one after the other).
         let beside = splits > 0 && crate::backend::is_cpu(&self.device);
@@ -601,9 +591,8 @@ impl Gimvi {
                 }
             )));
         }
-        let (ensemble, calibration) = std::thread::scope(|scope| {
-            let job = beside.then(|| scope.spawn(run_calibration));
-            let ensemble = ModelEnsemble::fit(
+        let fit_models = || {
+            ModelEnsemble::fit(
                 &self.config,
                 &counts,
                 &train,
@@ -621,19 +610,24 @@ impl Gimvi {
                     },
                     on_epoch: &mut |log| (progress.borrow_mut())(Progress::Epoch { log, epochs }),
                 },
+            )
+        };
+        let (ensemble, calibration) = if splits > 0 {
+            let (ensemble, calibration) = calibrate_beside(
+                &self.config,
+                &counts,
+                &calibration_train,
+                splits,
+                &self.device,
+                fit_models,
             );
-            let calibration = job.map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Input("a calibration training panicked".into())))
-            });
-            (ensemble, calibration)
-        });
+            (ensemble, Some(calibration))
+        } else {
+            (fit_models(), None)
+        };
         let mut ensemble = ensemble?;
-        if splits > 0 {
-            let calibration = match calibration {
-                Some(result) => result?,
-                None => run_calibration()?,
-            };
+        if let Some(calibration) = calibration {
+            let calibration = calibration?;
             if calibration.is_none() {
                 (progress.borrow_mut())(Progress::Note(
                     "no spatial dataset has 4 genes to hide: the intervals stay the raw \
@@ -883,7 +877,8 @@ fn intervals(
         calibrated,
         method: calibration.filter(|_| calibrated).map_or_else(
             || {
-                "raw posterior: normal quantiles of the log-scale posterior and Poisson spread                  (uncalibrated; train with calibration_splits > 0 to calibrate)"
+                "raw posterior: normal quantiles of the log-scale posterior and Poisson spread \
+                 (uncalibrated; train with calibration_splits > 0 to calibrate)"
                     .to_string()
             },
             IntervalCalibration::method,

@@ -423,72 +423,100 @@ impl IntervalCalibration {
 /// Calibrates intervals for the model `config` on `data` (module docs): `splits` (1–5) extra
 /// trainings with `train`, each hiding one of five seeded groups of ~20 % of every spatial
 /// dataset's genes (datasets with at least 4 genes); the hidden genes are imputed with
-/// [`CALIBRATION_SAMPLES`] posterior samples and their residuals tabulated. `on_split` is
-/// called before each training. Callers evaluating held-out genes pass data without them, so
-/// the calibration never sees them. `None` when no spatial dataset has 4 genes to hide from
-/// (the intervals are then the raw posterior's).
-pub(crate) fn calibrate(
+/// [`CALIBRATION_SAMPLES`] posterior samples and their residuals tabulated. Callers
+/// evaluating held-out genes pass data without them, so the calibration never sees them.
+/// `None` when no spatial dataset has 4 genes to hide from (the intervals are then the raw
+/// posterior's).
+///
+/// `main` (the model's own training) runs on the calling thread at the same time: on the CPU,
+/// one worker per other core takes the calibration trainings one after another, and the
+/// calling thread joins them once `main` has returned, so that every core is busy until the
+/// last training ends (6 trainings on 2 cores take 3 trainings' time). On other devices `main`
+/// runs first, then the calibration trainings one at a time. Each training is seeded on its
+/// own and the results are merged in split order, so they do not depend on the scheduling.
+pub(crate) fn calibrate_beside<T>(
     config: &ModelConfig,
     data: &[&CsrMatrix],
     train: &TrainConfig,
     splits: usize,
     device: &Device,
-    mut on_split: impl FnMut(usize),
-) -> Result<Option<IntervalCalibration>, Error> {
+    main: impl FnOnce() -> T,
+) -> (T, Result<Option<IntervalCalibration>, Error>) {
     if !(1..=INNER_GROUPS).contains(&splits) {
-        return Err(Error::Input(format!(
-            "interval calibration takes 1 to {INNER_GROUPS} extra trainings, got {splits}"
-        )));
+        return (
+            main(),
+            Err(Error::Input(format!(
+                "interval calibration takes 1 to {INNER_GROUPS} extra trainings, got {splits}"
+            ))),
+        );
     }
     let groups = gene_groups(config, train.seed ^ SPLIT_SEED, 4);
     if groups.is_empty() {
-        return Ok(None);
+        return (main(), Ok(None));
     }
-    // The splits' trainings are independent (each seeded on its own): on the CPU they run
-    // side by side, as many at a time as there are cores, and are merged in split order, so
-    // the result does not depend on the number of threads.
     let tasks: Vec<_> = (0..splits)
         .filter_map(|split| inner_split(config, data, &groups, split).map(|inner| (split, inner)))
         .collect();
-    let threads = if crate::backend::is_cpu(device) {
+    let cores = if crate::backend::is_cpu(device) {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         1
     };
-    // Per dataset: (gene, x, μ, v) of every hidden (cell, gene).
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<Result<SplitPoints, Error>>>> =
+        tasks.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    // Takes the next training not yet taken until none is left.
+    let work = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some((split, inner)) = tasks.get(i) else {
+            break;
+        };
+        // A panic stays inside its split (the scope would re-raise it).
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            split_points(data, inner, *split, train, device)
+        }))
+        .unwrap_or_else(|_| Err(Error::Input("a calibration training panicked".into())));
+        if let Ok(mut slot) = slots[i].lock() {
+            *slot = Some(result);
+        }
+    };
+    let main_result = if cores <= 1 {
+        let out = main();
+        work();
+        out
+    } else {
+        std::thread::scope(|scope| {
+            for _ in 0..(cores - 1).min(tasks.len()) {
+                scope.spawn(work);
+            }
+            let out = main();
+            work();
+            out
+        })
+    };
+    let results: Vec<Result<SplitPoints, Error>> = slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err(Error::Input("a calibration training panicked".into())))
+        })
+        .collect();
+    (main_result, merge(results))
+}
+
+/// The calibration tables from the splits' points (in split order).
+fn merge(results: Vec<Result<SplitPoints, Error>>) -> Result<Option<IntervalCalibration>, Error> {
+    // Per dataset: (gene, x, μ, v) of every hidden (cell, gene), in split order.
     let mut points: SplitPoints = Vec::new();
     let mut trainings = 0;
-    for chunk in tasks.chunks(threads.max(1)) {
-        for (split, _) in chunk {
-            on_split(*split);
-        }
-        let results: Vec<Result<SplitPoints, Error>> = if chunk.len() == 1 {
-            vec![split_points(data, &chunk[0].1, chunk[0].0, train, device)]
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .map(|(split, inner)| {
-                        scope.spawn(move || split_points(data, inner, *split, train, device))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(Error::Input("a calibration training panicked".into()))
-                        })
-                    })
-                    .collect()
-            })
-        };
-        for result in results {
-            trainings += 1;
-            for (dataset, new) in result? {
-                match points.iter_mut().find(|p| p.0 == dataset) {
-                    Some(p) => p.1.extend(new),
-                    None => points.push((dataset, new)),
-                }
+    for result in results {
+        trainings += 1;
+        for (dataset, new) in result? {
+            match points.iter_mut().find(|p| p.0 == dataset) {
+                Some(p) => p.1.extend(new),
+                None => points.push((dataset, new)),
             }
         }
     }

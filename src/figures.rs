@@ -256,12 +256,14 @@ fn draw_scatter<DB: DrawingBackend>(
             .map(|p| Circle::new((p.0, p.1), 3, dot.mix(0.7).filled())),
     ));
     if finite.len() <= 60 {
+        // Each label starts 5 pixels right of its point, so the marker hides none of it.
         t!(chart.draw_series(finite.iter().map(|p| {
-            Text::new(
-                p.2.clone(),
-                (p.0, p.1),
-                (FAMILY, 10).into_font().color(&BLACK.mix(0.75)),
-            )
+            EmptyElement::at((p.0, p.1))
+                + Text::new(
+                    p.2.clone(),
+                    (5, -5),
+                    (FAMILY, 10).into_font().color(&BLACK.mix(0.75)),
+                )
         })));
     }
     Ok(())
@@ -356,7 +358,10 @@ fn draw_spatial<DB: DrawingBackend>(
             .disable_mesh()
             .disable_x_axis()
             .y_labels(6)
-            .y_label_formatter(&|v| tick(*v))
+            // A tick long enough to read as a dash, and a space between it and its number
+            // (a 2-pixel tick touching "30" read as ".30").
+            .set_tick_mark_size(LabelAreaPosition::Right, 6)
+            .y_label_formatter(&|v| format!(" {}", tick(*v)))
             .label_style((FAMILY, 10))
             .draw());
         let steps = 64;
@@ -367,4 +372,72 @@ fn draw_spatial<DB: DrawingBackend>(
         })));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("gimvi-figures-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn scatter_labels_every_point_and_writes_both_formats() {
+        let dir = out_dir("scatter");
+        let points: Vec<(f64, f64, String)> = (0..12)
+            .map(|i| {
+                (
+                    f64::from(i) * 0.1,
+                    1.0 - f64::from(i) * 0.05,
+                    format!("Gene{i}"),
+                )
+            })
+            .collect();
+        let written = scatter(&dir.join("fig3"), "title", "x", "y", &points).unwrap();
+        assert_eq!(written.len(), 2);
+        let svg = std::fs::read_to_string(&written[0]).unwrap();
+        for (_, _, name) in &points {
+            assert!(svg.contains(name.as_str()), "label {name} missing");
+        }
+        let png = std::fs::read(&written[1]).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        if std::env::var_os("GIMVI_KEEP_FIGURES").is_none() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn spatial_panels_have_colour_bar_numbers_apart_from_their_tick_marks() {
+        let dir = out_dir("spatial");
+        let xy: Vec<(f64, f64)> = (0..400)
+            .map(|i| (f64::from(i % 20) * 100.0, f64::from(i / 20) * 100.0))
+            .collect();
+        let values: Vec<f64> = (0..400).map(|i| f64::from(i % 37)).collect();
+        let written = spatial_panels(
+            &dir.join("fig4"),
+            "title",
+            &xy,
+            &[
+                ("measured".into(), values.clone()),
+                ("imputed".into(), values),
+            ],
+        )
+        .unwrap();
+        let svg = std::fs::read_to_string(&written[0]).unwrap();
+        // The colour bar's numbers are written with a leading space (0 to 36 here).
+        // plotters writes a text element as `<text …>\nVALUE\n</text>`.
+        assert!(svg.contains("\n 30\n</text>"), "no colour bar tick \" 30\"");
+        assert!(
+            !svg.contains("\n30\n</text>"),
+            "a tick number without its space"
+        );
+        let png = std::fs::read(&written[1]).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        if std::env::var_os("GIMVI_KEEP_FIGURES").is_none() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
 }

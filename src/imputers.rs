@@ -9,7 +9,7 @@ use gimvi_metrics::protocol::{FoldTask, Imputer, ImputerError};
 use gimvi_model::{DatasetSpec, ImputeOptions, LibraryModel, ModelConfig};
 use gimvi_trainer::TrainConfig;
 
-use crate::calibration::{calibrate, IntervalCalibration};
+use crate::calibration::{calibrate_beside, IntervalCalibration};
 use crate::error::Error;
 use crate::kappa::{choose_kappa, KappaChoice, KAPPA_CANDIDATES};
 use crate::prepare::{fit, pooled_moments, to_csr, ENSEMBLE_SEED_STRIDE};
@@ -494,43 +494,35 @@ impl Imputer for GimviImputer {
             kappa: kappas[0],
             ..train_config.clone()
         };
-        let run_calibration = || {
-            calibrate(
-                &config,
-                &[&sc_counts, &sp_counts],
-                &calibration_train,
-                splits,
-                &device,
-                |_| {},
-            )
-        };
-        let beside = splits > 0 && crate::backend::is_cpu(&device);
-        let (trained, calibration) = std::thread::scope(|scope| {
-            let job = beside.then(|| scope.spawn(run_calibration));
-            let trained = self.train_members(
+        let mut train_models = || {
+            self.train_members(
                 task,
                 &config,
                 [&sc_counts, &sp_counts],
                 &train_config,
                 &kappas,
                 members,
+            )
+        };
+        let (trained, calibration) = if splits > 0 {
+            let (trained, calibration) = calibrate_beside(
+                &config,
+                &[&sc_counts, &sp_counts],
+                &calibration_train,
+                splits,
+                &device,
+                train_models,
             );
-            let calibration = job.map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(crate::error::Error::Input(
-                        "a calibration training panicked".into(),
-                    ))
-                })
-            });
-            (trained, calibration)
-        });
+            (trained, Some(calibration))
+        } else {
+            (train_models(), None)
+        };
         let (prediction, pooled) = trained?;
         let n = (members * kappas.len()) as f64;
         if let Some((sum_mean, sum_second)) = pooled {
             let (mean, variance) = pooled_moments(sum_mean, &sum_second, n);
             let calibration = match calibration {
                 Some(result) => result?,
-                None if splits > 0 => run_calibration()?,
                 None => None,
             };
             self.posterior.push(FoldPosterior {
