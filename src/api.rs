@@ -612,19 +612,14 @@ impl Gimvi {
                 },
             )
         };
-        let (ensemble, calibration) = if splits > 0 {
-            let (ensemble, calibration) = calibrate_beside(
-                &self.config,
-                &counts,
-                &calibration_train,
-                splits,
-                &self.device,
-                fit_models,
-            );
-            (ensemble, Some(calibration))
-        } else {
-            (fit_models(), None)
-        };
+        let (ensemble, calibration) = calibrate_beside(
+            &self.config,
+            &counts,
+            &calibration_train,
+            splits,
+            &self.device,
+            fit_models,
+        );
         let mut ensemble = ensemble?;
         if let Some(calibration) = calibration {
             let calibration = calibration?;

@@ -425,15 +425,15 @@ impl IntervalCalibration {
 /// dataset's genes (datasets with at least 4 genes); the hidden genes are imputed with
 /// [`CALIBRATION_SAMPLES`] posterior samples and their residuals tabulated. Callers
 /// evaluating held-out genes pass data without them, so the calibration never sees them.
-/// `None` when no spatial dataset has 4 genes to hide from (the intervals are then the raw
-/// posterior's).
+/// `Some(Ok(None))` when no spatial dataset has 4 genes to hide from (the intervals are then
+/// the raw posterior's); `None` when `splits` is 0 (no calibration asked for).
 ///
 /// `main` (the model's own training) runs on the calling thread at the same time: on the CPU,
-/// one worker per other core takes the calibration trainings one after another, and the
-/// calling thread joins them once `main` has returned, so that every core is busy until the
-/// last training ends (6 trainings on 2 cores take 3 trainings' time). On other devices `main`
-/// runs first, then the calibration trainings one at a time. Each training is seeded on its
-/// own and the results are merged in split order, so they do not depend on the scheduling.
+/// one worker per other core takes the calibration trainings one after another, each in its
+/// own rayon pool, and the calling thread joins them once `main` has returned, so no core
+/// waits for the slowest training of a batch. On other devices `main` runs first, then the
+/// calibration trainings one at a time. Each training is seeded on its own and the results
+/// are merged in split order, so they do not depend on the scheduling.
 pub(crate) fn calibrate_beside<T>(
     config: &ModelConfig,
     data: &[&CsrMatrix],
@@ -441,18 +441,21 @@ pub(crate) fn calibrate_beside<T>(
     splits: usize,
     device: &Device,
     main: impl FnOnce() -> T,
-) -> (T, Result<Option<IntervalCalibration>, Error>) {
-    if !(1..=INNER_GROUPS).contains(&splits) {
+) -> (T, Option<Result<Option<IntervalCalibration>, Error>>) {
+    if splits == 0 {
+        return (main(), None);
+    }
+    if splits > INNER_GROUPS {
         return (
             main(),
-            Err(Error::Input(format!(
+            Some(Err(Error::Input(format!(
                 "interval calibration takes 1 to {INNER_GROUPS} extra trainings, got {splits}"
-            ))),
+            )))),
         );
     }
     let groups = gene_groups(config, train.seed ^ SPLIT_SEED, 4);
     if groups.is_empty() {
-        return (main(), Ok(None));
+        return (main(), Some(Ok(None)));
     }
     let tasks: Vec<_> = (0..splits)
         .filter_map(|split| inner_split(config, data, &groups, split).map(|inner| (split, inner)))
@@ -463,8 +466,8 @@ pub(crate) fn calibrate_beside<T>(
         1
     };
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<Result<SplitPoints, Error>>>> =
-        tasks.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let slots: Vec<std::sync::OnceLock<Result<SplitPoints, Error>>> =
+        tasks.iter().map(|_| std::sync::OnceLock::new()).collect();
     // Takes the next training not yet taken until none is left.
     let work = || loop {
         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -476,48 +479,39 @@ pub(crate) fn calibrate_beside<T>(
             split_points(data, inner, *split, train, device)
         }))
         .unwrap_or_else(|_| Err(Error::Input("a calibration training panicked".into())));
-        if let Ok(mut slot) = slots[i].lock() {
-            *slot = Some(result);
-        }
+        // Each index is taken once, so the slot is empty.
+        let _ = slots[i].set(result);
     };
-    let main_result = if cores <= 1 {
+    // Each worker runs its trainings in its own rayon pool: in the global pool, the parallel
+    // kernels of concurrent trainings queue behind one another and their threads sit blocked
+    // (one process: 5.1× one model's time for 6 trainings on 2 cores, where two processes side
+    // by side each train at full speed). One core (or a GPU): no worker, all in turn here.
+    let workers = (cores - 1).min(tasks.len());
+    let per_pool = (cores / (workers + 1)).max(1);
+    let main_result = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(move || {
+                match rayon::ThreadPoolBuilder::new()
+                    .num_threads(per_pool)
+                    .build()
+                {
+                    Ok(pool) => pool.install(work),
+                    Err(_) => work(),
+                }
+            });
+        }
         let out = main();
         work();
         out
-    } else {
-        // Each worker runs its trainings in its own rayon pool: in the global pool, the
-        // parallel kernels of concurrent trainings queue behind one another and their
-        // threads sit blocked (one process: 5.1× one model's time for 6 trainings on 2 cores,
-        // where two processes side by side each train at full speed).
-        let workers = (cores - 1).min(tasks.len());
-        let per_pool = (cores / (workers + 1)).max(1);
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(move || {
-                    match rayon::ThreadPoolBuilder::new()
-                        .num_threads(per_pool)
-                        .build()
-                    {
-                        Ok(pool) => pool.install(work),
-                        Err(_) => work(),
-                    }
-                });
-            }
-            let out = main();
-            work();
-            out
-        })
-    };
+    });
     let results: Vec<Result<SplitPoints, Error>> = slots
         .into_iter()
         .map(|slot| {
             slot.into_inner()
-                .ok()
-                .flatten()
                 .unwrap_or_else(|| Err(Error::Input("a calibration training panicked".into())))
         })
         .collect();
-    (main_result, merge(results))
+    (main_result, Some(merge(results)))
 }
 
 /// The calibration tables from the splits' points (in split order).

@@ -494,7 +494,7 @@ impl Imputer for GimviImputer {
             kappa: kappas[0],
             ..train_config.clone()
         };
-        let mut train_models = || {
+        let train_models = || {
             self.train_members(
                 task,
                 &config,
@@ -504,27 +504,19 @@ impl Imputer for GimviImputer {
                 members,
             )
         };
-        let (trained, calibration) = if splits > 0 {
-            let (trained, calibration) = calibrate_beside(
-                &config,
-                &[&sc_counts, &sp_counts],
-                &calibration_train,
-                splits,
-                &device,
-                train_models,
-            );
-            (trained, Some(calibration))
-        } else {
-            (train_models(), None)
-        };
+        let (trained, calibration) = calibrate_beside(
+            &config,
+            &[&sc_counts, &sp_counts],
+            &calibration_train,
+            splits,
+            &device,
+            train_models,
+        );
         let (prediction, pooled) = trained?;
         let n = (members * kappas.len()) as f64;
         if let Some((sum_mean, sum_second)) = pooled {
             let (mean, variance) = pooled_moments(sum_mean, &sum_second, n);
-            let calibration = match calibration {
-                Some(result) => result?,
-                None => None,
-            };
+            let calibration = calibration.transpose()?.flatten();
             self.posterior.push(FoldPosterior {
                 genes: task.test_genes.to_vec(),
                 cells: task.spatial_cells.to_vec(),
