@@ -12,7 +12,7 @@ use gimvi_trainer::{EpochLog, TrainConfig};
 use ndarray::Array2;
 
 use crate::backend::BackendKind;
-use crate::calibration::{calibrate_beside, raw_interval, IntervalCalibration};
+use crate::calibration::{calibrate_beside, calibration_epochs, raw_interval, IntervalCalibration};
 use crate::ensemble::{FitObserver, ModelEnsemble};
 use crate::error::{Error, Result};
 use crate::kappa::{choose_kappa, KAPPA_CANDIDATES, KAPPA_INNER_SPLITS};
@@ -170,6 +170,20 @@ pub struct FitOptions {
     /// `docs/uncertainty.md`); the trainings use the κ the models use (the chosen one with an
     /// automatic κ, the first one of an average).
     pub calibration_splits: usize,
+    /// Epochs of each calibration training; `None` (the default): 40 % of the model's epochs
+    /// (at least 1), which keeps a default fit within twice one model's time on 2 cores
+    /// (`docs/performance.md`) and was checked for coverage on every real pair
+    /// (`docs/results.md`, Prediction intervals).
+    pub calibration_epochs: Option<usize>,
+}
+
+/// What a model training reports while it runs beside the calibration (turned into
+/// [`Progress`] on the caller's thread).
+enum FitEvent {
+    /// Model i of n starts, with its κ and seed.
+    Model(usize, usize, f64, u64),
+    /// An epoch ended.
+    Epoch(EpochLog),
 }
 
 /// Calibration trainings of a default fit ([`FitOptions::calibration_splits`]).
@@ -182,6 +196,7 @@ impl Default for FitOptions {
             kappa: Kappa::Given,
             models_per_kappa: 1,
             calibration_splits: DEFAULT_CALIBRATION_SPLITS,
+            calibration_epochs: None,
         }
     }
 }
@@ -206,6 +221,11 @@ impl FitOptions {
                 crate::inner::INNER_GROUPS,
                 self.calibration_splits
             )));
+        }
+        if self.calibration_epochs == Some(0) {
+            return Err(Error::Input(
+                "a calibration training needs at least one epoch (calibration_epochs = 0)".into(),
+            ));
         }
         if self.models_per_kappa == 0 {
             return Err(Error::Input(
@@ -575,6 +595,7 @@ impl Gimvi {
         let splits = options.calibration_splits;
         let calibration_train = TrainConfig {
             kappa: kappas[0],
+            epochs: calibration_epochs(train.epochs, options.calibration_epochs),
             ..train.clone()
         };
         // On the CPU the calibration trainings run on threads beside the model's own training
@@ -582,8 +603,9 @@ impl Gimvi {
         let beside = splits > 0 && crate::backend::is_cpu(&self.device);
         if splits > 0 {
             (progress.borrow_mut())(Progress::Note(&format!(
-                "calibrating the prediction intervals: {splits} extra training(s), each hiding \
-                 20 % of the spatial genes{}",
+                "calibrating the prediction intervals: {splits} extra training(s) of {} epochs, \
+                 each hiding 20 % of the spatial genes{}",
+                calibration_train.epochs,
                 if beside {
                     ", on threads beside the model's training"
                 } else {
@@ -591,7 +613,9 @@ impl Gimvi {
                 }
             )));
         }
-        let fit_models = || {
+        // The training reports through events (it runs on a thread of its own beside the
+        // calibration; `progress` stays on this thread).
+        let fit_models = |emit: &dyn Fn(FitEvent)| {
             ModelEnsemble::fit(
                 &self.config,
                 &counts,
@@ -601,14 +625,9 @@ impl Gimvi {
                 &self.device,
                 &mut FitObserver {
                     on_model: &mut |index, count, kappa, seed| {
-                        (progress.borrow_mut())(Progress::Model {
-                            index,
-                            count,
-                            kappa,
-                            seed,
-                        })
+                        emit(FitEvent::Model(index, count, kappa, seed))
                     },
-                    on_epoch: &mut |log| (progress.borrow_mut())(Progress::Epoch { log, epochs }),
+                    on_epoch: &mut |log| emit(FitEvent::Epoch(log.clone())),
                 },
             )
         };
@@ -619,6 +638,19 @@ impl Gimvi {
             splits,
             &self.device,
             fit_models,
+            |event| match event {
+                FitEvent::Model(index, count, kappa, seed) => {
+                    (progress.borrow_mut())(Progress::Model {
+                        index,
+                        count,
+                        kappa,
+                        seed,
+                    })
+                }
+                FitEvent::Epoch(log) => {
+                    (progress.borrow_mut())(Progress::Epoch { log: &log, epochs })
+                }
+            },
         );
         let mut ensemble = ensemble?;
         if let Some(calibration) = calibration {

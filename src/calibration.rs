@@ -62,6 +62,19 @@ const TRAIN_SEED: u64 = 7_777;
 /// Default coverage of the intervals [`crate::Gimvi::impute`] returns.
 pub(crate) const DEFAULT_COVERAGE: f64 = 0.9;
 
+/// Share of the model's epochs a calibration training runs by default. Five trainings of 40 %
+/// cost two models' worth of work, and on two cores they run beside the model's own training
+/// (`docs/performance.md`); the coverage they calibrate was checked on every real pair
+/// (`docs/results.md`, Prediction intervals).
+const DEFAULT_EPOCH_SHARE: f64 = 0.4;
+
+/// Epochs of one calibration training: `given`, or by default [`DEFAULT_EPOCH_SHARE`] of the
+/// model's `epochs` (rounded up, at least 1). A given 0 stays 0, which [`calibrate_beside`]
+/// refuses.
+pub(crate) fn calibration_epochs(epochs: usize, given: Option<usize>) -> usize {
+    given.unwrap_or_else(|| ((epochs as f64 * DEFAULT_EPOCH_SHARE).ceil() as usize).max(1))
+}
+
 /// The scale s of a residual for posterior mean `mu` and variance `var` (module docs).
 fn scale(mu: f64, var: f64) -> f64 {
     (var.max(0.0) + mu.max(0.0) + SCALE_FLOOR).sqrt() / (1.0 + mu.max(0.0))
@@ -381,6 +394,9 @@ pub(crate) struct IntervalCalibration {
     pub points: usize,
     /// Hidden genes it was built from, over all datasets.
     pub genes: usize,
+    /// Epochs of each extra training (0 in files written before this was recorded).
+    #[serde(default)]
+    pub epochs: usize,
 }
 
 impl IntervalCalibration {
@@ -388,9 +404,9 @@ impl IntervalCalibration {
     pub fn method(&self) -> String {
         format!(
             "split conformal on {} measured spatial genes hidden from {} extra trainings \
-             ({} points): log-scale residuals scaled by the posterior and Poisson spread, \
-             quantiles per stratum of expression level x posterior CV",
-            self.genes, self.trainings, self.points
+             of {} epochs ({} points): log-scale residuals scaled by the posterior and Poisson \
+             spread, quantiles per stratum of expression level x posterior CV",
+            self.genes, self.trainings, self.epochs, self.points
         )
     }
 
@@ -428,34 +444,48 @@ impl IntervalCalibration {
 /// `Some(Ok(None))` when no spatial dataset has 4 genes to hide from (the intervals are then
 /// the raw posterior's); `None` when `splits` is 0 (no calibration asked for).
 ///
-/// `main` (the model's own training) runs on the calling thread at the same time: on the CPU,
-/// one worker per other core takes the calibration trainings one after another, each in its
-/// own rayon pool, and the calling thread joins them once `main` has returned, so no core
-/// waits for the slowest training of a batch. On other devices `main` runs first, then the
-/// calibration trainings one at a time. Each training is seeded on its own and the results
-/// are merged in split order, so they do not depend on the scheduling.
-pub(crate) fn calibrate_beside<T>(
+/// `main` (the model's own training) runs at the same time, on a thread of its own; it reports
+/// progress through the `emit` function it is given, and the calling thread hands each event
+/// to `on_event` (so `on_event` need not be `Send`). On the CPU the cores are split into rayon
+/// pools, one per concurrent training: one worker per other core takes the calibration
+/// trainings one after another, and `main`'s thread joins them once `main` has returned, so no
+/// core waits for the slowest training of a batch and no two trainings share a pool. On other
+/// devices (or one core) `main` runs first, then the calibration trainings one at a time. Each
+/// training is seeded on its own and the results are merged in split order, so they do not
+/// depend on the scheduling. Without calibration (`splits` 0, or a refused request) `main`
+/// runs on the calling thread.
+pub(crate) fn calibrate_beside<T: Send, E: Send>(
     config: &ModelConfig,
     data: &[&CsrMatrix],
     train: &TrainConfig,
     splits: usize,
     device: &Device,
-    main: impl FnOnce() -> T,
+    main: impl FnOnce(&dyn Fn(E)) -> T + Send,
+    on_event: impl FnMut(E),
 ) -> (T, Option<Result<Option<IntervalCalibration>, Error>>) {
+    let on_event = std::cell::RefCell::new(on_event);
     if splits == 0 {
-        return (main(), None);
+        return (run_here(main, &on_event), None);
     }
     if splits > INNER_GROUPS {
         return (
-            main(),
+            run_here(main, &on_event),
             Some(Err(Error::Input(format!(
                 "interval calibration takes 1 to {INNER_GROUPS} extra trainings, got {splits}"
             )))),
         );
     }
+    if train.epochs == 0 {
+        return (
+            run_here(main, &on_event),
+            Some(Err(Error::Input(
+                "a calibration training needs at least one epoch (calibration epochs = 0)".into(),
+            ))),
+        );
+    }
     let groups = gene_groups(config, train.seed ^ SPLIT_SEED, 4);
     if groups.is_empty() {
-        return (main(), Some(Ok(None)));
+        return (run_here(main, &on_event), Some(Ok(None)));
     }
     let tasks: Vec<_> = (0..splits)
         .filter_map(|split| inner_split(config, data, &groups, split).map(|inner| (split, inner)))
@@ -482,27 +512,56 @@ pub(crate) fn calibrate_beside<T>(
         // Each index is taken once, so the slot is empty.
         let _ = slots[i].set(result);
     };
-    // Each worker runs its trainings in its own rayon pool: in the global pool, the parallel
-    // kernels of concurrent trainings queue behind one another and their threads sit blocked
-    // (one process: 5.1× one model's time for 6 trainings on 2 cores, where two processes side
-    // by side each train at full speed). One core (or a GPU): no worker, all in turn here.
+    // Each training runs in its own rayon pool: in one shared pool, the parallel kernels of
+    // concurrent trainings queue behind one another and their threads sit blocked (one
+    // process: 5.1× one model's time for 6 trainings on 2 cores, where two processes side by
+    // side each train at full speed). `main`'s pool takes the cores the workers leave. One
+    // core (or a GPU): no worker and no pool of its own, all in turn on `main`'s thread.
     let workers = (cores - 1).min(tasks.len());
     let per_pool = (cores / (workers + 1)).max(1);
+    let pool = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .ok()
+    };
+    let main_pool = if workers > 0 {
+        pool(cores.saturating_sub(workers * per_pool).max(1))
+    } else {
+        None
+    };
+    let (sender, events) = std::sync::mpsc::channel::<E>();
     let main_result = std::thread::scope(|scope| {
         for _ in 0..workers {
-            scope.spawn(move || {
-                match rayon::ThreadPoolBuilder::new()
-                    .num_threads(per_pool)
-                    .build()
-                {
-                    Ok(pool) => pool.install(work),
-                    Err(_) => work(),
-                }
+            scope.spawn(move || match pool(per_pool) {
+                Some(pool) => pool.install(work),
+                None => work(),
             });
         }
-        let out = main();
-        work();
-        out
+        let main_thread = scope.spawn(move || {
+            let body = move || {
+                // The sender goes with `main`'s emit: once `main` returns, the events end.
+                let out = {
+                    let sender = sender;
+                    main(&move |e| {
+                        // The receiver lives until every event is in (below).
+                        let _ = sender.send(e);
+                    })
+                };
+                work();
+                out
+            };
+            match main_pool {
+                Some(pool) => pool.install(body),
+                None => body(),
+            }
+        });
+        for e in events {
+            (on_event.borrow_mut())(e);
+        }
+        main_thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     });
     let results: Vec<Result<SplitPoints, Error>> = slots
         .into_iter()
@@ -511,7 +570,21 @@ pub(crate) fn calibrate_beside<T>(
                 .unwrap_or_else(|| Err(Error::Input("a calibration training panicked".into())))
         })
         .collect();
-    (main_result, Some(merge(results)))
+    let merged = merge(results).map(|c| {
+        c.map(|c| IntervalCalibration {
+            epochs: train.epochs,
+            ..c
+        })
+    });
+    (main_result, Some(merged))
+}
+
+/// Runs `main` on the calling thread, its events straight to `on_event`.
+fn run_here<T, E>(
+    main: impl FnOnce(&dyn Fn(E)) -> T,
+    on_event: &std::cell::RefCell<impl FnMut(E)>,
+) -> T {
+    main(&|e| (on_event.borrow_mut())(e))
 }
 
 /// The calibration tables from the splits' points (in split order).
@@ -548,6 +621,7 @@ fn merge(results: Vec<Result<SplitPoints, Error>>) -> Result<Option<IntervalCali
         trainings,
         points: total,
         genes,
+        epochs: 0,
     }))
 }
 
@@ -690,6 +764,17 @@ mod tests {
                 / test.len() as f64;
             assert!((covered - level).abs() < 0.03, "level {level}: {covered}");
         }
+    }
+
+    #[test]
+    fn calibration_trainings_run_two_fifths_of_the_epochs_unless_told() {
+        assert_eq!(calibration_epochs(100, None), 40);
+        assert_eq!(calibration_epochs(200, None), 80);
+        // Rounded up, never 0.
+        assert_eq!(calibration_epochs(7, None), 3);
+        assert_eq!(calibration_epochs(1, None), 1);
+        assert_eq!(calibration_epochs(100, Some(100)), 100);
+        assert_eq!(calibration_epochs(100, Some(0)), 0);
     }
 
     #[test]

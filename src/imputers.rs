@@ -9,7 +9,7 @@ use gimvi_metrics::protocol::{FoldTask, Imputer, ImputerError};
 use gimvi_model::{DatasetSpec, ImputeOptions, LibraryModel, ModelConfig};
 use gimvi_trainer::TrainConfig;
 
-use crate::calibration::{calibrate_beside, IntervalCalibration};
+use crate::calibration::{calibrate_beside, calibration_epochs, IntervalCalibration};
 use crate::error::Error;
 use crate::kappa::{choose_kappa, KappaChoice, KAPPA_CANDIDATES};
 use crate::prepare::{fit, pooled_moments, to_csr, ENSEMBLE_SEED_STRIDE};
@@ -80,6 +80,9 @@ pub struct GimviImputer {
     /// fold's training genes (nested: the held-out genes never take part; 0 = none). Needs
     /// `posterior_samples ≥ 2`; the calibration lands in [`FoldPosterior::calibration`].
     pub calibration_splits: usize,
+    /// Epochs of each calibration training (`None`: 40 % of `train.epochs`, as
+    /// [`crate::FitOptions::calibration_epochs`]).
+    pub calibration_epochs: Option<usize>,
 }
 
 /// Latent representations (posterior means of z) of both datasets' cells in one fold.
@@ -492,9 +495,10 @@ impl Imputer for GimviImputer {
         let device = self.device.clone();
         let calibration_train = TrainConfig {
             kappa: kappas[0],
+            epochs: calibration_epochs(train_config.epochs, self.calibration_epochs),
             ..train_config.clone()
         };
-        let train_models = || {
+        let train_models = |_: &dyn Fn(())| {
             self.train_members(
                 task,
                 &config,
@@ -511,6 +515,7 @@ impl Imputer for GimviImputer {
             splits,
             &device,
             train_models,
+            |()| {},
         );
         let (prediction, pooled) = trained?;
         let n = (members * kappas.len()) as f64;

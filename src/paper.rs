@@ -332,6 +332,7 @@ pub fn table1(
         kappa_average: Vec::new(),
         extra_reference: None,
         calibration_splits: 0,
+        calibration_epochs: None,
     };
     // The average over the paper's three κ: built from the fixed-κ rows' own fits (shared),
     // so it trains nothing; it is computed after them in every fold.
@@ -714,6 +715,7 @@ pub fn evaluate_pair(
         kappa_average: average,
         extra_reference,
         calibration_splits: options.fit.calibration_splits,
+        calibration_epochs: options.fit.calibration_epochs,
     };
     let mut mean = MeanImputer;
     let mut knn = KnnExpressionImputer::default();

@@ -130,6 +130,9 @@ struct ModelArgs {
     /// their counts fall from the imputation (split conformal, docs/uncertainty.md).
     #[arg(long, default_value_t = gimvi::FitOptions::default().calibration_splits)]
     calibration_splits: usize,
+    /// Epochs of each calibration training (default: 40 % of --epochs, at least 1).
+    #[arg(long, value_name = "EPOCHS")]
+    calibration_epochs: Option<usize>,
     /// Training settings (the library's `TrainConfig`).
     #[command(flatten)]
     train: TrainConfig,
@@ -394,6 +397,7 @@ fn plan(args: &ModelArgs) -> Result<(TrainConfig, FitOptions)> {
         kappa,
         models_per_kappa: args.ensemble,
         calibration_splits: args.calibration_splits,
+        calibration_epochs: args.calibration_epochs,
     };
     Ok((train, options))
 }
@@ -842,6 +846,8 @@ mod tests {
             "0,1",
             "--calibration-splits",
             "3",
+            "--calibration-epochs",
+            "4",
         ]);
         assert_eq!(set.decoder_learning_rate_factor, 1.0);
         assert!(!set.classifier_second_pass);
@@ -854,6 +860,7 @@ mod tests {
                 kappa: Kappa::Average(vec![0.0, 1.0]),
                 models_per_kappa: 2,
                 calibration_splits: 3,
+                calibration_epochs: Some(4),
             }
         );
     }

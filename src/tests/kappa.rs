@@ -116,6 +116,7 @@ fn imputer(kappa: f64, auto: bool, shared: Option<SharedFits>) -> GimviImputer {
         kappa_average: Vec::new(),
         extra_reference: None,
         calibration_splits: 0,
+        calibration_epochs: None,
     }
 }
 
