@@ -444,16 +444,16 @@ impl IntervalCalibration {
 /// `Some(Ok(None))` when no spatial dataset has 4 genes to hide from (the intervals are then
 /// the raw posterior's); `None` when `splits` is 0 (no calibration asked for).
 ///
-/// `main` (the model's own training) runs at the same time, on a thread of its own; it reports
-/// progress through the `emit` function it is given, and the calling thread hands each event
-/// to `on_event` (so `on_event` need not be `Send`). On the CPU the cores are split into rayon
-/// pools, one per concurrent training: one worker per other core takes the calibration
-/// trainings one after another, and `main`'s thread joins them once `main` has returned, so no
-/// core waits for the slowest training of a batch and no two trainings share a pool. On other
-/// devices (or one core) `main` runs first, then the calibration trainings one at a time. Each
-/// training is seeded on its own and the results are merged in split order, so they do not
-/// depend on the scheduling. Without calibration (`splits` 0, or a refused request) `main`
-/// runs on the calling thread.
+/// `main` (the model's own training) reports progress through the `emit` function it is
+/// given; the calling thread hands each event to `on_event` (so `on_event` need not be
+/// `Send`). On a CPU with several cores `main` runs at the same time as the calibration, on a
+/// thread of its own: the cores are split into rayon pools, one per concurrent training, one
+/// worker per other core takes the calibration trainings one after another, and `main`'s
+/// thread joins them once `main` has returned, so no core waits for the slowest training of a
+/// batch and no two trainings share a pool. On other devices (or one core), and without
+/// calibration (`splits` 0, or a refused request), `main` runs on the calling thread, then the
+/// calibration trainings one at a time. Each training is seeded on its own and the results
+/// are merged in split order, so they do not depend on the scheduling.
 pub(crate) fn calibrate_beside<T: Send, E: Send>(
     config: &ModelConfig,
     data: &[&CsrMatrix],
@@ -515,8 +515,8 @@ pub(crate) fn calibrate_beside<T: Send, E: Send>(
     // Each training runs in its own rayon pool: in one shared pool, the parallel kernels of
     // concurrent trainings queue behind one another and their threads sit blocked (one
     // process: 5.1× one model's time for 6 trainings on 2 cores, where two processes side by
-    // side each train at full speed). `main`'s pool takes the cores the workers leave. One
-    // core (or a GPU): no worker and no pool of its own, all in turn on `main`'s thread.
+    // side each train at full speed). `main` runs on a thread of its own, in a pool with the
+    // cores the workers leave. One core (or a GPU): no worker, all in turn on this thread.
     let workers = (cores - 1).min(tasks.len());
     let per_pool = (cores / (workers + 1)).max(1);
     let pool = |threads: usize| {
@@ -525,44 +525,47 @@ pub(crate) fn calibrate_beside<T: Send, E: Send>(
             .build()
             .ok()
     };
-    let main_pool = if workers > 0 {
-        pool(cores.saturating_sub(workers * per_pool).max(1))
+    let main_result = if workers == 0 {
+        // One core, or a device that is not the CPU: in turn, on the calling thread.
+        let out = run_here(main, &on_event);
+        work();
+        out
     } else {
-        None
-    };
-    let (sender, events) = std::sync::mpsc::channel::<E>();
-    let main_result = std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(move || match pool(per_pool) {
-                Some(pool) => pool.install(work),
-                None => work(),
-            });
-        }
-        let main_thread = scope.spawn(move || {
-            let body = move || {
-                // The sender goes with `main`'s emit: once `main` returns, the events end.
-                let out = {
-                    let sender = sender;
-                    main(&move |e| {
-                        // The receiver lives until every event is in (below).
-                        let _ = sender.send(e);
-                    })
-                };
-                work();
-                out
-            };
-            match main_pool {
-                Some(pool) => pool.install(body),
-                None => body(),
+        let main_pool = pool(cores.saturating_sub(workers * per_pool).max(1));
+        let (sender, events) = std::sync::mpsc::channel::<E>();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(move || match pool(per_pool) {
+                    Some(pool) => pool.install(work),
+                    None => work(),
+                });
             }
-        });
-        for e in events {
-            (on_event.borrow_mut())(e);
-        }
-        main_thread
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    });
+            let main_thread = scope.spawn(move || {
+                let body = move || {
+                    // The sender goes with `main`'s emit: once `main` returns, the events end.
+                    let out = {
+                        let sender = sender;
+                        main(&move |e| {
+                            // The receiver lives until every event is in (below).
+                            let _ = sender.send(e);
+                        })
+                    };
+                    work();
+                    out
+                };
+                match main_pool {
+                    Some(pool) => pool.install(body),
+                    None => body(),
+                }
+            });
+            for e in events {
+                (on_event.borrow_mut())(e);
+            }
+            main_thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    };
     let results: Vec<Result<SplitPoints, Error>> = slots
         .into_iter()
         .map(|slot| {
