@@ -573,13 +573,7 @@ pub(crate) fn calibrate_beside<T: Send, E: Send>(
                 .unwrap_or_else(|| Err(Error::Input("a calibration training panicked".into())))
         })
         .collect();
-    let merged = merge(results).map(|c| {
-        c.map(|c| IntervalCalibration {
-            epochs: train.epochs,
-            ..c
-        })
-    });
-    (main_result, Some(merged))
+    (main_result, Some(merge(results, train.epochs)))
 }
 
 /// Runs `main` on the calling thread, its events straight to `on_event`.
@@ -590,8 +584,12 @@ fn run_here<T, E>(
     main(&|e| (on_event.borrow_mut())(e))
 }
 
-/// The calibration tables from the splits' points (in split order).
-fn merge(results: Vec<Result<SplitPoints, Error>>) -> Result<Option<IntervalCalibration>, Error> {
+/// The calibration tables from the splits' points (in split order), each training `epochs`
+/// long.
+fn merge(
+    results: Vec<Result<SplitPoints, Error>>,
+    epochs: usize,
+) -> Result<Option<IntervalCalibration>, Error> {
     // Per dataset: (gene, x, μ, v) of every hidden (cell, gene), in split order.
     let mut points: SplitPoints = Vec::new();
     let mut trainings = 0;
@@ -624,7 +622,7 @@ fn merge(results: Vec<Result<SplitPoints, Error>>) -> Result<Option<IntervalCali
         trainings,
         points: total,
         genes,
-        epochs: 0,
+        epochs,
     }))
 }
 
