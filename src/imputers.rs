@@ -126,6 +126,23 @@ impl FoldPosterior {
     pub fn raw_interval(&self, row: usize, col: usize, coverage: f64) -> (f64, f64) {
         crate::calibration::raw_interval(self.mean[[row, col]], self.variance[[row, col]], coverage)
     }
+
+    /// Whether this fold's intervals are calibrated (its imputer was asked for calibration
+    /// trainings and they gave a calibration).
+    pub fn is_calibrated(&self) -> bool {
+        self.calibration.is_some()
+    }
+
+    /// The prediction interval at `coverage` of row `row`, column `col` that the product
+    /// gives: the calibrated one (the spatial dataset's calibration, every measurement
+    /// counted) when the fold has a calibration, else [`FoldPosterior::raw_interval`].
+    pub fn interval(&self, row: usize, col: usize, coverage: f64) -> (f64, f64) {
+        let (mu, var) = (self.mean[[row, col]], self.variance[[row, col]]);
+        self.calibration
+            .as_ref()
+            .and_then(|cal| cal.interval(1, mu, var, coverage, false))
+            .unwrap_or_else(|| crate::calibration::raw_interval(mu, var, coverage))
+    }
 }
 
 impl GimviImputer {

@@ -78,6 +78,14 @@ pub struct Table1Options {
     /// fit, so an ensemble costs M − 1 extra trainings per method and fold, and κ*'s ensemble
     /// reuses κ*'s inner validation.
     pub ensemble: usize,
+    /// Calibration trainings of gimVI κ = 5's prediction intervals per fold (nested inside
+    /// the fold's training genes, as [`FitOptions::calibration_splits`]; needs
+    /// `posterior_samples` ≥ 2; 0 = the raw posterior intervals). Fills
+    /// [`Table1Data::intervals`] with the calibrated intervals' coverage beside the raw ones.
+    pub calibration_splits: usize,
+    /// Epochs of each calibration training (`None`: 40 % of the model's, as
+    /// [`FitOptions::calibration_epochs`]).
+    pub calibration_epochs: Option<usize>,
 }
 
 impl Table1Options {
@@ -192,6 +200,10 @@ pub struct Table1Data {
     pub unexplained: Vec<Option<f64>>,
     /// Fig. 2: integration metrics of each latent-space method in the first fold.
     pub integration: Vec<IntegrationCurve>,
+    /// Coverage and widths of gimVI κ = 5's prediction intervals on the held-out genes: the
+    /// calibrated ones (when [`Table1Options::calibration_splits`] > 0) and the raw posterior
+    /// ones; empty without a posterior.
+    pub intervals: Vec<IntervalReport>,
 }
 
 /// Integration of the two datasets in one method's latent space (the paper's Fig. 2), over k.
@@ -257,6 +269,18 @@ impl Table1Options {
     /// the work before it starts).
     pub fn methods(&self) -> Vec<String> {
         table1_methods(self)
+    }
+}
+
+impl Table1Data {
+    /// [`Table1Data::intervals`] as a markdown table (coverage at 50 / 80 / 90 / 95 %, genes
+    /// more than 10 points under, calibration error, median widths); empty without intervals.
+    pub fn intervals_markdown(&self) -> String {
+        if self.intervals.is_empty() {
+            String::new()
+        } else {
+            intervals_markdown(&self.intervals)
+        }
     }
 }
 
@@ -331,8 +355,13 @@ pub fn table1(
         ensemble,
         kappa_average: Vec::new(),
         extra_reference: None,
-        calibration_splits: 0,
-        calibration_epochs: None,
+        // Only the one-model κ = 5 row draws a posterior, so only it calibrates.
+        calibration_splits: if kappa == 5.0 && !auto && ensemble == 1 {
+            options.calibration_splits
+        } else {
+            0
+        },
+        calibration_epochs: options.calibration_epochs,
     };
     // The average over the paper's three κ: built from the fixed-κ rows' own fits (shared),
     // so it trains nothing; it is computed after them in every fold.
@@ -540,9 +569,15 @@ pub fn table1(
             }
         }
     }
+    let intervals = if k5.posterior.is_empty() {
+        Vec::new()
+    } else {
+        score_posterior_intervals(&k5.posterior, sp_dense.view())
+    };
     Ok((
         report,
         Table1Data {
+            intervals,
             genes: sc.genes.clone(),
             sc_cells: (sc.n_cells(), sc_dropped),
             spatial_cells: (sp.n_cells(), sp_dropped),
@@ -781,6 +816,45 @@ impl Evaluation {
     }
 }
 
+/// Draws the calibration curve of `intervals` (nominal against empirical coverage of held-out
+/// genes, one line per kind of interval, its calibration error in the legend) as `stem`.svg and
+/// `stem`.png; the detection-conditional intervals are drawn over nonzero measurements, which
+/// is what they promise. Returns the files written.
+pub fn calibration_figure(
+    intervals: &[IntervalReport],
+    stem: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>, Error> {
+    let curves: Vec<(String, Vec<(f64, f64)>)> = intervals
+        .iter()
+        .map(|r| {
+            let (curve, ce, over) = if r.name.contains("given detection") {
+                (
+                    &r.coverage_nonzero,
+                    r.calibration_error_nonzero,
+                    "nonzero measurements",
+                )
+            } else {
+                (&r.coverage, r.calibration_error, "all measurements")
+            };
+            (
+                format!("{}: {over} (CE {ce:.3})", r.name),
+                r.levels
+                    .iter()
+                    .copied()
+                    .zip(curve.iter().copied())
+                    .collect(),
+            )
+        })
+        .collect();
+    crate::figures::line_panels(
+        stem,
+        "Prediction intervals of held-out genes: empirical vs nominal coverage",
+        "nominal coverage",
+        &[(String::new(), curves)],
+        true,
+    )
+}
+
 /// Writes the figures of an evaluation into `dir` (SVG and PNG each): `calibration` (nominal
 /// against empirical coverage of the held-out genes' intervals, one line per kind of
 /// interval), `fig3` (per held-out gene: the median posterior CV against 1 − its paper
@@ -796,36 +870,9 @@ fn evaluation_figures(
         .map_err(|e| Error::Input(format!("cannot create {}: {e}", dir.display())))?;
     let mut written = Vec::new();
     if !evaluation.intervals.is_empty() {
-        let curves: Vec<(String, Vec<(f64, f64)>)> = evaluation
-            .intervals
-            .iter()
-            .map(|r| {
-                // The detection-conditional intervals promise coverage of nonzero measurements.
-                let (curve, ce, over) = if r.name.contains("given detection") {
-                    (
-                        &r.coverage_nonzero,
-                        r.calibration_error_nonzero,
-                        "nonzero measurements",
-                    )
-                } else {
-                    (&r.coverage, r.calibration_error, "all measurements")
-                };
-                (
-                    format!("{}: {over} (CE {ce:.3})", r.name),
-                    r.levels
-                        .iter()
-                        .copied()
-                        .zip(curve.iter().copied())
-                        .collect(),
-                )
-            })
-            .collect();
-        written.extend(figures::line_panels(
+        written.extend(calibration_figure(
+            &evaluation.intervals,
             &dir.join("calibration"),
-            "Prediction intervals of held-out genes: empirical vs nominal coverage",
-            "nominal coverage",
-            &[(String::new(), curves)],
-            true,
         )?);
     }
     let gimvi_report = evaluation
@@ -874,21 +921,14 @@ fn evaluation_figures(
             .max_by(|&a, &b| truth.column(a).sum().total_cmp(&truth.column(b).sum()))
             .unwrap_or(0);
         let gene = &evaluation.genes[fold.genes[j]];
-        let interval = |c: usize| {
-            let (mu, var) = (fold.mean[[c, j]], fold.variance[[c, j]]);
-            fold.calibration
-                .as_ref()
-                .and_then(|cal| cal.interval(1, mu, var, 0.9, false))
-                .unwrap_or_else(|| raw_interval(mu, var, 0.9))
-        };
         let n = fold.cells.len();
         let width: Vec<f64> = (0..n)
             .map(|c| {
-                let (lo, hi) = interval(c);
+                let (lo, hi) = fold.interval(c, j, 0.9);
                 hi - lo
             })
             .collect();
-        let kind = if fold.calibration.is_some() {
+        let kind = if fold.is_calibrated() {
             "calibrated"
         } else {
             "raw posterior"
@@ -1183,7 +1223,115 @@ pub fn worth_imputing(posterior: &[FoldPosterior], n_genes: usize) -> Vec<Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gimvi_data::CsrMatrix;
     use ndarray::array;
+
+    /// Ten genes, two cell types with opposite profiles, 60 cells each side, coordinates on
+    /// the spatial side.
+    fn small_pair() -> DatasetPair {
+        let (n_cells, n_genes) = (60, 10);
+        let mut sc = Vec::new();
+        let mut sp = Vec::new();
+        for c in 0..n_cells {
+            for g in 0..n_genes {
+                let high = (c % 2 == 0) == (g < 5);
+                let v = if high {
+                    8 + (c * 7 + g) % 5
+                } else {
+                    (c + g) % 2
+                };
+                sc.push(v as f32);
+                sp.push((v / 2 + c % 3) as f32);
+            }
+        }
+        let genes: Vec<String> = (0..n_genes).map(|g| format!("G{g}")).collect();
+        let dataset = |name: &str, values: &[f32], xy: Option<Vec<Vec<f64>>>| {
+            Dataset::new(
+                name,
+                CsrMatrix::from_dense(n_cells, n_genes, values).unwrap(),
+                genes.clone(),
+                (0..n_cells).map(|c| format!("{name}{c}")).collect(),
+                Vec::new(),
+                xy,
+            )
+            .unwrap()
+        };
+        let xy = (0..n_cells)
+            .map(|c| vec![(c % 8) as f64, (c / 8) as f64])
+            .collect();
+        DatasetPair {
+            name: "small",
+            sc: dataset("sc", &sc, None),
+            sc_label: "simulated reference",
+            spatial: dataset("sp", &sp, Some(xy)),
+            spatial_label: "simulated spatial",
+        }
+    }
+
+    fn small_options(calibration_splits: usize) -> Table1Options {
+        Table1Options {
+            train: TrainConfig {
+                epochs: 3,
+                seed: 7,
+                ..Table1Options::paper_training()
+            },
+            folds: 2,
+            n_latent: 4,
+            spatial_likelihood: CountLikelihood::Poisson,
+            auto_kappa: false,
+            device: crate::BackendKind::NdArray.open().unwrap().autodiff(),
+            fold_of: None,
+            progress: false,
+            posterior_samples: 5,
+            ensemble: 1,
+            calibration_splits,
+            calibration_epochs: None,
+        }
+    }
+
+    #[test]
+    fn table1_calibrates_kappa_5_intervals_when_asked() {
+        let pair = small_pair();
+        let (_, calibrated) = table1(&pair, &small_options(2)).unwrap();
+        assert_eq!(calibrated.posterior.len(), 2);
+        assert!(calibrated
+            .posterior
+            .iter()
+            .all(FoldPosterior::is_calibrated));
+        let names: Vec<&str> = calibrated
+            .intervals
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "gimVI calibrated",
+                "gimVI calibrated, given detection",
+                "gimVI raw posterior"
+            ]
+        );
+        assert!(calibrated.intervals_markdown().contains("gimVI calibrated"));
+        // The product's interval is the calibrated one, not the raw posterior's.
+        let fold = &calibrated.posterior[0];
+        let differs = (0..fold.cells.len()).any(|c| {
+            (0..fold.genes.len()).any(|j| fold.interval(c, j, 0.9) != fold.raw_interval(c, j, 0.9))
+        });
+        assert!(
+            differs,
+            "calibrated intervals equal the raw ones everywhere"
+        );
+
+        // Without calibration trainings: the raw intervals only, and the same point imputation
+        // (the calibration trains beside the model, never instead of it).
+        let (_, raw) = table1(&pair, &small_options(0)).unwrap();
+        assert!(raw.posterior.iter().all(|f| !f.is_calibrated()));
+        let names: Vec<&str> = raw.intervals.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["gimVI raw posterior"]);
+        let fold = &raw.posterior[0];
+        assert_eq!(fold.interval(0, 0, 0.9), fold.raw_interval(0, 0, 0.9));
+        assert_eq!(raw.posterior[0].mean, calibrated.posterior[0].mean);
+    }
 
     #[test]
     fn unexplained_fraction_of_an_exact_linear_relation_is_zero() {
