@@ -137,10 +137,22 @@ impl FoldPosterior {
     /// gives: the calibrated one (the spatial dataset's calibration, every measurement
     /// counted) when the fold has a calibration, else [`FoldPosterior::raw_interval`].
     pub fn interval(&self, row: usize, col: usize, coverage: f64) -> (f64, f64) {
+        self.interval_given(row, col, coverage, false)
+    }
+
+    /// [`FoldPosterior::interval`], or with `given_detection` the detection-conditional
+    /// calibrated interval (`--given-detection`).
+    pub(crate) fn interval_given(
+        &self,
+        row: usize,
+        col: usize,
+        coverage: f64,
+        given_detection: bool,
+    ) -> (f64, f64) {
         let (mu, var) = (self.mean[[row, col]], self.variance[[row, col]]);
         self.calibration
             .as_ref()
-            .and_then(|cal| cal.interval(1, mu, var, coverage, false))
+            .and_then(|cal| cal.interval(1, mu, var, coverage, given_detection))
             .unwrap_or_else(|| crate::calibration::raw_interval(mu, var, coverage))
     }
 }

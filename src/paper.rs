@@ -28,7 +28,7 @@ use gimvi_trainer::TrainConfig;
 use ndarray::{Array2, ArrayView2, Axis};
 use std::time::Instant;
 
-use crate::calibration::{raw_interval, CALIBRATION_SAMPLES};
+use crate::calibration::CALIBRATION_SAMPLES;
 use crate::error::Error;
 use crate::imputers::FoldLatent;
 pub use crate::imputers::{method_name, FoldPosterior};
@@ -569,11 +569,8 @@ pub fn table1(
             }
         }
     }
-    let intervals = if k5.posterior.is_empty() {
-        Vec::new()
-    } else {
-        score_posterior_intervals(&k5.posterior, sp_dense.view())
-    };
+    // Empty without a posterior.
+    let intervals = score_posterior_intervals(&k5.posterior, sp_dense.view());
     Ok((
         report,
         Table1Data {
@@ -993,13 +990,7 @@ fn score_posterior_intervals(
         let closures: Vec<_> = posterior
             .iter()
             .map(|f| {
-                move |c: usize, g: usize, level: f64| {
-                    let (mu, var) = (f.mean[[c, g]], f.variance[[c, g]]);
-                    f.calibration
-                        .as_ref()
-                        .and_then(|cal| cal.interval(1, mu, var, level, given_detection))
-                        .unwrap_or_else(|| raw_interval(mu, var, level))
-                }
+                move |c: usize, g: usize, level: f64| f.interval_given(c, g, level, given_detection)
             })
             .collect();
         let folds: Vec<FoldIntervals<'_>> = truths
@@ -1014,11 +1005,7 @@ fn score_posterior_intervals(
     }
     let raw: Vec<_> = posterior
         .iter()
-        .map(|f| {
-            move |c: usize, g: usize, level: f64| {
-                raw_interval(f.mean[[c, g]], f.variance[[c, g]], level)
-            }
-        })
+        .map(|f| move |c: usize, g: usize, level: f64| f.raw_interval(c, g, level))
         .collect();
     let folds: Vec<FoldIntervals<'_>> = truths
         .iter()
