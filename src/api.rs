@@ -12,7 +12,7 @@ use gimvi_trainer::{EpochLog, TrainConfig};
 use ndarray::Array2;
 
 use crate::backend::BackendKind;
-use crate::calibration::{calibrate_beside, calibration_epochs, raw_interval, IntervalCalibration};
+use crate::calibration::{calibrate_beside, calibration_train, raw_interval, IntervalCalibration};
 use crate::ensemble::{FitObserver, ModelEnsemble};
 use crate::error::{Error, Result};
 use crate::kappa::{choose_kappa, KAPPA_CANDIDATES, KAPPA_INNER_SPLITS};
@@ -168,10 +168,11 @@ pub struct FitOptions {
     /// posterior's). Each hides a different ~20 % of the measured spatial genes, imputes
     /// them and tabulates how far their counts fall from the imputation (split conformal,
     /// `docs/uncertainty.md`); the trainings use the κ the models use (the chosen one with an
-    /// automatic κ, the first one of an average).
+    /// automatic κ, the first one of an average) and train the adversarial classifier on the
+    /// encoders' first pass (cheaper; the models keep their `classifier_second_pass`).
     pub calibration_splits: usize,
     /// Epochs of each calibration training; `None` (the default): 40 % of the model's epochs
-    /// (at least 1), which keeps a default fit within twice one model's time on 2 cores
+    /// (at least 1), which keeps a default fit under twice one model's time on 2 cores
     /// (`docs/performance.md`) and was checked for coverage on every real pair
     /// (`docs/results.md`, Prediction intervals).
     pub calibration_epochs: Option<usize>,
@@ -593,11 +594,7 @@ impl Gimvi {
         let epochs = config.epochs;
         let progress = std::cell::RefCell::new(progress);
         let splits = options.calibration_splits;
-        let calibration_train = TrainConfig {
-            kappa: kappas[0],
-            epochs: calibration_epochs(train.epochs, options.calibration_epochs),
-            ..train.clone()
-        };
+        let calibration_train = calibration_train(&train, kappas[0], options.calibration_epochs);
         // On the CPU the calibration trainings run on threads beside the model's own training
         // (each seeded on its own: the same result as one after the other).
         let beside = splits > 0 && crate::backend::is_cpu(&self.device);

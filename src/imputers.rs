@@ -9,7 +9,7 @@ use gimvi_metrics::protocol::{FoldTask, Imputer, ImputerError};
 use gimvi_model::{DatasetSpec, ImputeOptions, LibraryModel, ModelConfig};
 use gimvi_trainer::TrainConfig;
 
-use crate::calibration::{calibrate_beside, calibration_epochs, IntervalCalibration};
+use crate::calibration::{calibrate_beside, calibration_train, IntervalCalibration};
 use crate::error::Error;
 use crate::kappa::{choose_kappa, KappaChoice, KAPPA_CANDIDATES};
 use crate::prepare::{fit, pooled_moments, to_csr, ENSEMBLE_SEED_STRIDE};
@@ -522,11 +522,8 @@ impl Imputer for GimviImputer {
             0
         };
         let device = self.device.clone();
-        let calibration_train = TrainConfig {
-            kappa: kappas[0],
-            epochs: calibration_epochs(train_config.epochs, self.calibration_epochs),
-            ..train_config.clone()
-        };
+        let calibration_train =
+            calibration_train(&train_config, kappas[0], self.calibration_epochs);
         let train_models = |_: &dyn Fn(())| {
             self.train_members(
                 task,
