@@ -127,7 +127,9 @@ struct ModelArgs {
     average_kappas: Vec<f64>,
     /// Extra trainings that calibrate the prediction intervals (0-5; 0 = none, raw posterior
     /// intervals). Each hides a different 20 % of the spatial genes and measures how far
-    /// their counts fall from the imputation (split conformal, docs/uncertainty.md).
+    /// their counts fall from the imputation (split conformal, docs/uncertainty.md); they
+    /// train the adversarial classifier on the first encoder pass whatever
+    /// --classifier-second-pass says (that flag sets the model's own training).
     #[arg(long, default_value_t = gimvi::FitOptions::default().calibration_splits)]
     calibration_splits: usize,
     /// Epochs of each calibration training (default: 40 % of --epochs, at least 1).
