@@ -71,7 +71,7 @@ const DEFAULT_EPOCH_SHARE: f64 = 0.4;
 /// Epochs of one calibration training: `given`, or by default [`DEFAULT_EPOCH_SHARE`] of the
 /// model's `epochs` (rounded up, at least 1). A given 0 stays 0, which [`calibrate_beside`]
 /// refuses.
-pub(crate) fn calibration_epochs(epochs: usize, given: Option<usize>) -> usize {
+fn calibration_epochs(epochs: usize, given: Option<usize>) -> usize {
     given.unwrap_or_else(|| ((epochs as f64 * DEFAULT_EPOCH_SHARE).ceil() as usize).max(1))
 }
 
