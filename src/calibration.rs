@@ -418,15 +418,24 @@ pub(crate) struct IntervalCalibration {
     /// Epochs of each extra training (0 in files written before this was recorded).
     #[serde(default)]
     pub epochs: usize,
+    /// Whether the extra trainings' adversarial classifier trained on a second encoder pass
+    /// (`None` in files written before this was recorded).
+    #[serde(default)]
+    pub classifier_second_pass: Option<bool>,
 }
 
 impl IntervalCalibration {
     /// How the intervals of this calibration are made (recorded in the output file).
     pub fn method(&self) -> String {
+        let pass = match self.classifier_second_pass {
+            Some(false) => ", adversarial classifier on the first encoder pass",
+            Some(true) => ", adversarial classifier on a second encoder pass",
+            None => "",
+        };
         format!(
             "split conformal on {} measured spatial genes hidden from {} extra trainings \
-             of {} epochs ({} points): log-scale residuals scaled by the posterior and Poisson \
-             spread, quantiles per stratum of expression level x posterior CV",
+             of {} epochs{pass} ({} points): log-scale residuals scaled by the posterior and \
+             Poisson spread, quantiles per stratum of expression level x posterior CV",
             self.genes, self.trainings, self.epochs, self.points
         )
     }
@@ -594,7 +603,7 @@ pub(crate) fn calibrate_beside<T: Send, E: Send>(
                 .unwrap_or_else(|| Err(Error::Input("a calibration training panicked".into())))
         })
         .collect();
-    (main_result, Some(merge(results, train.epochs)))
+    (main_result, Some(merge(results, train)))
 }
 
 /// Runs `main` on the calling thread, its events straight to `on_event`.
@@ -605,11 +614,11 @@ fn run_here<T, E>(
     main(&|e| (on_event.borrow_mut())(e))
 }
 
-/// The calibration tables from the splits' points (in split order), each training `epochs`
-/// long.
+/// The calibration tables from the splits' points (in split order), each trained with
+/// `train`.
 fn merge(
     results: Vec<Result<SplitPoints, Error>>,
-    epochs: usize,
+    train: &TrainConfig,
 ) -> Result<Option<IntervalCalibration>, Error> {
     // Per dataset: (gene, x, μ, v) of every hidden (cell, gene), in split order.
     let mut points: SplitPoints = Vec::new();
@@ -643,7 +652,8 @@ fn merge(
         trainings,
         points: total,
         genes,
-        epochs,
+        epochs: train.epochs,
+        classifier_second_pass: Some(train.classifier_second_pass),
     }))
 }
 
