@@ -9,16 +9,22 @@
 //! whatever the caller holds out), imputed, and every hidden (cell, gene) gives a signed,
 //! scaled residual on the log scale
 //!
-//! r = (ln(1 + x) − ln(1 + μ)) / s,  s = √(v + μ + τ) / (1 + μ),
+//! r = (ln(1 + x) − ln(1 + μ)) / s,  s = √((v + μ + τ) / (1 + μ)² + σ²_G),
 //!
 //! where μ and v are the posterior mean and variance of the imputed expected count (the
 //! variance over posterior samples of z, Fig. 3) and μ the Poisson noise of the count itself
-//! (Eq. 6); s is their standard deviation carried to the log scale (delta method), τ a small
-//! floor. The log scale turns the multiplicative, gene-level errors of a capture efficiency
-//! into shifts that one table of quantiles can hold. The residuals are grouped in strata of
-//! expression level × posterior coefficient of variation (tertiles of each, nine strata, a
-//! stratum with too few points or genes falls back to all points), and an interval at coverage
-//! c is
+//! (Eq. 6), carried to the log scale (delta method), τ a small floor; σ²_G is the spread the
+//! posterior cannot see, the between-gene variance of the calibration genes' mean log-scale
+//! errors (a gene's efficiency on the spatial assay relative to the reference: the sample
+//! variance over calibration genes of each gene's mean of ln(1 + x) − ln(1 + μ)). The log
+//! scale turns the multiplicative, gene-level errors of a capture efficiency into shifts that
+//! one table of quantiles can hold, and σ²_G puts them in every point's scale: without it a
+//! highly expressed imputation, whose Poisson and posterior spread on the log scale is small,
+//! had the largest scaled residuals, and the quantiles of a stratum mixed points whose error
+//! is mostly efficiency with points whose error is mostly counting noise. The residuals are
+//! grouped in strata of expression level × posterior coefficient of variation (tertiles of
+//! each, nine strata, a stratum with too few points or genes falls back to all points), and
+//! an interval at coverage c is
 //!
 //! [exp(ln(1 + μ) + s·q₋) − 1, exp(ln(1 + μ) + s·q₊) − 1] (lower end at least 0),
 //!
@@ -96,19 +102,54 @@ pub(crate) fn calibration_train(
     }
 }
 
-/// The scale s of a residual for posterior mean `mu` and variance `var` (module docs).
-fn scale(mu: f64, var: f64) -> f64 {
-    (var.max(0.0) + mu.max(0.0) + SCALE_FLOOR).sqrt() / (1.0 + mu.max(0.0))
+/// The scale s of a residual for posterior mean `mu` and variance `var`, with the
+/// between-gene variance `gene_var` (σ²_G, 0 for the raw posterior) added on the log scale
+/// (module docs).
+fn scale(mu: f64, var: f64, gene_var: f64) -> f64 {
+    let mu = mu.max(0.0);
+    ((var.max(0.0) + mu + SCALE_FLOOR) / (1.0 + mu).powi(2) + gene_var.max(0.0)).sqrt()
+}
+
+/// The log-scale error ln(1 + x) − ln(1 + μ) of count `x` (the residual before scaling).
+fn log_error(x: f64, mu: f64) -> f64 {
+    x.max(0.0).ln_1p() - mu.max(0.0).ln_1p()
 }
 
 /// The signed scaled residual r of count `x` (module docs).
-fn residual(x: f64, mu: f64, var: f64) -> f64 {
-    (x.max(0.0).ln_1p() - mu.max(0.0).ln_1p()) / scale(mu, var)
+fn residual(x: f64, mu: f64, var: f64, gene_var: f64) -> f64 {
+    log_error(x, mu) / scale(mu, var, gene_var)
+}
+
+/// The between-gene variance σ²_G of a calibration's points (module docs): the sample
+/// variance over genes of each gene's mean log-scale error. 0 with fewer than two genes.
+fn gene_shift_variance(points: &[&Point]) -> f64 {
+    // Gene → (Σ error, points), in gene order (a deterministic sum).
+    let mut per_gene: std::collections::BTreeMap<usize, (f64, usize)> = Default::default();
+    for p in points {
+        let e = log_error(p.1, p.2);
+        if e.is_finite() {
+            let g = per_gene.entry(p.0).or_insert((0.0, 0));
+            g.0 += e;
+            g.1 += 1;
+        }
+    }
+    if per_gene.len() < 2 {
+        return 0.0;
+    }
+    let means: Vec<f64> = per_gene.values().map(|g| g.0 / g.1 as f64).collect();
+    let n = means.len() as f64;
+    let mean = means.iter().sum::<f64>() / n;
+    let var = means.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    if var.is_finite() {
+        var
+    } else {
+        0.0
+    }
 }
 
 /// The interval of quantiles `(q_lo, q_hi)` of r around `mu` (module docs).
-fn interval_from(mu: f64, var: f64, q_lo: f64, q_hi: f64) -> (f64, f64) {
-    let (centre, s) = (mu.max(0.0).ln_1p(), scale(mu, var));
+fn interval_from(mu: f64, var: f64, gene_var: f64, q_lo: f64, q_hi: f64) -> (f64, f64) {
+    let (centre, s) = (mu.max(0.0).ln_1p(), scale(mu, var, gene_var));
     let lo = if q_lo == f64::NEG_INFINITY {
         0.0
     } else {
@@ -127,7 +168,7 @@ fn interval_from(mu: f64, var: f64, q_lo: f64, q_hi: f64) -> (f64, f64) {
 /// The raw posterior interval at `coverage`: the normal quantiles ±z of the scaled residual.
 pub(crate) fn raw_interval(mu: f64, var: f64, coverage: f64) -> (f64, f64) {
     let z = normal_quantile(0.5 + coverage / 2.0);
-    interval_from(mu, var, -z, z)
+    interval_from(mu, var, 0.0, -z, z)
 }
 
 fn normal_quantile(p: f64) -> f64 {
@@ -315,7 +356,12 @@ struct TableSet {
 }
 
 impl TableSet {
-    fn new(points: &[&Point], level_edges: &[f64; 2], cv_edges: &[f64; 2]) -> Option<Self> {
+    fn new(
+        points: &[&Point],
+        level_edges: &[f64; 2],
+        cv_edges: &[f64; 2],
+        gene_var: f64,
+    ) -> Option<Self> {
         let genes_of = |p: &[&Point]| {
             let mut g: Vec<usize> = p.iter().map(|q| q.0).collect();
             g.sort_unstable();
@@ -323,7 +369,9 @@ impl TableSet {
             g.len()
         };
         let pairs = |p: &[&Point]| -> Vec<(f64, f64)> {
-            p.iter().map(|q| (q.1, residual(q.1, q.2, q.3))).collect()
+            p.iter()
+                .map(|q| (q.1, residual(q.1, q.2, q.3, gene_var)))
+                .collect()
         };
         let pooled = Table::new(pairs(points), genes_of(points))?;
         let strata = (0..9)
@@ -360,6 +408,11 @@ struct DatasetCalibration {
     level_edges: [f64; 2],
     /// Tertile edges of the posterior coefficient of variation.
     cv_edges: [f64; 2],
+    /// The between-gene variance σ²_G of the calibration genes' mean log-scale errors, part
+    /// of every residual's scale (module docs; 0 in calibrations saved before it was, whose
+    /// tables were made without it).
+    #[serde(default)]
+    gene_var: f64,
     /// Tables of every calibration point: intervals for a measurement, zero or not.
     all: TableSet,
     /// Tables of the points with a nonzero count: intervals for a measurement given that the
@@ -382,12 +435,15 @@ impl DatasetCalibration {
         let cv_edges = tertiles(points.iter().map(|p| features(p.2, p.3).1).collect());
         let all: Vec<&Point> = points.iter().collect();
         let detected: Vec<&Point> = points.iter().filter(|p| p.1 > 0.0).collect();
+        // From every point, zeros included, for both table sets: one scale per imputation.
+        let gene_var = gene_shift_variance(&all);
         Some(Self {
             dataset,
-            all: TableSet::new(&all, &level_edges, &cv_edges)?,
-            detected: TableSet::new(&detected, &level_edges, &cv_edges),
+            all: TableSet::new(&all, &level_edges, &cv_edges, gene_var)?,
+            detected: TableSet::new(&detected, &level_edges, &cv_edges, gene_var),
             level_edges,
             cv_edges,
+            gene_var,
         })
     }
 
@@ -427,6 +483,12 @@ pub(crate) struct IntervalCalibration {
 impl IntervalCalibration {
     /// How the intervals of this calibration are made (recorded in the output file).
     pub fn method(&self) -> String {
+        // Calibrations saved before σ²_G have it 0 in every dataset.
+        let gene = if self.datasets.iter().any(|d| d.gene_var > 0.0) {
+            " and the between-gene variance of the calibration genes' mean log errors"
+        } else {
+            ""
+        };
         let pass = match self.classifier_second_pass {
             Some(false) => ", adversarial classifier on the first encoder pass",
             Some(true) => ", adversarial classifier on a second encoder pass",
@@ -435,7 +497,7 @@ impl IntervalCalibration {
         format!(
             "split conformal on {} measured spatial genes hidden from {} extra trainings \
              of {} epochs{pass} ({} points): log-scale residuals scaled by the posterior and \
-             Poisson spread, quantiles per stratum of expression level x posterior CV",
+             Poisson spread{gene}, quantiles per stratum of expression level x posterior CV",
             self.genes, self.trainings, self.epochs, self.points
         )
     }
@@ -462,7 +524,7 @@ impl IntervalCalibration {
     ) -> Option<(f64, f64)> {
         let d = self.datasets.iter().find(|d| d.dataset == m)?;
         let (q_lo, q_hi) = d.table(mu, var, given_detection)?.quantiles(coverage);
-        Some(interval_from(mu, var, q_lo, q_hi))
+        Some(interval_from(mu, var, d.gene_var, q_lo, q_hi))
     }
 }
 
@@ -711,6 +773,21 @@ fn split_points(
 mod tests {
     use super::*;
 
+    /// The fraction of `test` points inside their calibrated interval at `level` (every
+    /// interval checked to be ordered).
+    fn coverage(calib: &DatasetCalibration, test: &[Point], level: f64) -> f64 {
+        let inside = test
+            .iter()
+            .filter(|p| {
+                let (q_lo, q_hi) = calib.table(p.2, p.3, false).unwrap().quantiles(level);
+                let (lo, hi) = interval_from(p.2, p.3, calib.gene_var, q_lo, q_hi);
+                assert!(lo <= hi, "{lo} > {hi}");
+                lo <= p.1 && p.1 <= hi
+            })
+            .count();
+        inside as f64 / test.len() as f64
+    }
+
     #[test]
     fn conformal_quantiles_use_finite_sample_ranks() {
         // Residuals 1..=99: at 90 % the ranks are ⌊100·0.05⌋ = 5 and ⌈100·0.95⌉ = 95.
@@ -740,15 +817,7 @@ mod tests {
         };
         let calib = DatasetCalibration::new(1, &draw(4000)).unwrap();
         let test = draw(4000);
-        let covered = test
-            .iter()
-            .filter(|p| {
-                let (q_lo, q_hi) = calib.table(p.2, p.3, false).unwrap().quantiles(0.9);
-                let (lo, hi) = interval_from(p.2, p.3, q_lo, q_hi);
-                lo <= p.1 && p.1 <= hi
-            })
-            .count() as f64
-            / test.len() as f64;
+        let covered = coverage(&calib, &test, 0.9);
         assert!((covered - 0.9).abs() < 0.03, "{covered}");
         // The raw normal interval of the same points is far too narrow for this spread.
         let raw = test
@@ -784,18 +853,102 @@ mod tests {
         let zeros = test.iter().filter(|p| p.1 == 0.0).count() as f64 / test.len() as f64;
         assert!(zeros > 0.7, "{zeros}");
         for level in [0.1, 0.3, 0.5, 0.8, 0.9, 0.95] {
-            let covered = test
-                .iter()
-                .filter(|p| {
-                    let (q_lo, q_hi) = calib.table(p.2, p.3, false).unwrap().quantiles(level);
-                    let (lo, hi) = interval_from(p.2, p.3, q_lo, q_hi);
-                    assert!(lo <= hi, "{lo} > {hi}");
-                    lo <= p.1 && p.1 <= hi
-                })
-                .count() as f64
-                / test.len() as f64;
+            let covered = coverage(&calib, &test, level);
             assert!((covered - level).abs() < 0.03, "level {level}: {covered}");
         }
+    }
+
+    #[test]
+    fn the_between_gene_variance_is_that_of_the_genes_mean_log_errors() {
+        // Gene g's counts sit exactly at e^{δ_g}(1 + μ) − 1: its mean log error is δ_g.
+        let shifts = [-0.6, -0.2, 0.0, 0.3, 0.5];
+        let points: Vec<Point> = shifts
+            .iter()
+            .enumerate()
+            .flat_map(|(g, d)| {
+                (0..10).map(move |c| {
+                    let mu = 1.0 + c as f64;
+                    (g, (mu.ln_1p() + d).exp_m1(), mu, 0.1)
+                })
+            })
+            .collect();
+        let refs: Vec<&Point> = points.iter().collect();
+        let mean = shifts.iter().sum::<f64>() / 5.0;
+        let var = shifts.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / 4.0;
+        assert!((gene_shift_variance(&refs) - var).abs() < 1e-12);
+        // One gene: no spread between genes.
+        assert_eq!(gene_shift_variance(&refs[..10]), 0.0);
+        // The raw posterior interval does not carry it.
+        let z = normal_quantile(0.95);
+        assert_eq!(
+            raw_interval(4.0, 1.0, 0.9),
+            interval_from(4.0, 1.0, 0.0, -z, z)
+        );
+    }
+
+    #[test]
+    fn genes_with_their_own_efficiency_are_covered_as_promised() {
+        // Every gene has its own log-scale efficiency δ_g ~ N(0, 0.7²), which no posterior sees,
+        // and Poisson noise on top: intervals calibrated on 60 genes cover fresh genes at the
+        // nominal level on average, and σ²_G is found.
+        use rand::{Rng, SeedableRng};
+        use rand_distr::{Distribution, Normal as Gauss, Poisson};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut draw = |genes: usize| -> Vec<Point> {
+            let mut out = Vec::new();
+            for g in 0..genes {
+                let shift: f64 = Gauss::new(0.0, 0.7).unwrap().sample(&mut rng);
+                for _ in 0..300 {
+                    let mu: f64 = rng.random_range(0.5..30.0);
+                    let x = Poisson::new(mu * shift.exp()).unwrap().sample(&mut rng);
+                    out.push((g, x, mu, 0.1 * mu));
+                }
+            }
+            out
+        };
+        let calib = DatasetCalibration::new(1, &draw(60)).unwrap();
+        assert!((0.25..0.75).contains(&calib.gene_var), "{}", calib.gene_var);
+        let test = draw(200);
+        for level in [0.5, 0.8, 0.9] {
+            let covered = coverage(&calib, &test, level);
+            assert!((covered - level).abs() < 0.05, "level {level}: {covered}");
+        }
+    }
+
+    #[test]
+    fn a_calibration_saved_before_the_gene_variance_loads_without_it() {
+        let points: Vec<Point> = (0..600)
+            .map(|i| (i % 12, (i % 7) as f64, 1.0 + (i % 5) as f64, 0.3))
+            .collect();
+        let d = DatasetCalibration::new(1, &points).unwrap();
+        assert!(d.gene_var > 0.0);
+        let cal = IntervalCalibration {
+            datasets: vec![d],
+            trainings: 5,
+            points: 600,
+            genes: 12,
+            epochs: 40,
+            classifier_second_pass: Some(false),
+        };
+        assert!(cal.method().contains("between-gene"));
+        let mut json: serde_json::Value = serde_json::to_value(&cal).unwrap();
+        json["datasets"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("gene_var")
+            .unwrap();
+        let old: IntervalCalibration = serde_json::from_value(json).unwrap();
+        assert_eq!(old.datasets[0].gene_var, 0.0);
+        assert!(!old.method().contains("between-gene"));
+        // Its interval uses the scale without σ²_G.
+        let (q_lo, q_hi) = old.datasets[0]
+            .table(3.0, 0.3, false)
+            .unwrap()
+            .quantiles(0.9);
+        assert_eq!(
+            old.interval(1, 3.0, 0.3, 0.9, false),
+            Some(interval_from(3.0, 0.3, 0.0, q_lo, q_hi))
+        );
     }
 
     #[test]
