@@ -168,21 +168,13 @@ class Pooled(Current):
         return np.zeros(len(df), dtype=int)
 
 
-class Shift(Current):
-    """Scale with a between-gene shift variance: s_tot^2 = s^2 + c * sigma^2."""
-
-    def __init__(self, cal, c=1.0, **kw):
-        e = np.log1p(np.maximum(cal.x.values, 0)) - np.log1p(np.maximum(cal.mu.values, 0))
-        d = pd.Series(e).groupby(cal.gene.values).mean()
-        self.sig2 = c * d.var()
-        Current.__init__(self, cal)
+class ShiftFull(Current):
+    """The scale with a between-gene variance, s_tot^2 = s^2 + c * sigma^2_G (sigma^2_G: the
+    variance over calibration genes of their mean log error); residuals, strata tables and
+    intervals all on it. c = 1 is gimvi's rule since 2026-12-07 (night)."""
 
     def s(self, mu, v):
         return np.sqrt(scale(mu, v) ** 2 + self.sig2)
-
-
-class ShiftFull(Shift):
-    """Shift, with residuals, strata tables and intervals all on the scale with sigma^2."""
 
     def __init__(self, cal, c=1.0, **kw):
         e = np.log1p(np.maximum(cal.x.values, 0)) - np.log1p(np.maximum(cal.mu.values, 0))
