@@ -225,11 +225,21 @@ class GeneBias:
     calibration genes), applied to mu and v before an inner rule."""
 
     def __init__(self, cal, c=1.0, inner=0.0, **kw):
+        """c scales the fitted line; inner > 0 puts sigma^2_G (times inner) in the scale;
+        shrink=1 shrinks the line by b^2 / (b^2 + se(b)^2)."""
         g = cal.groupby("gene")
         L = np.log(g.mu.mean() + 1e-3)
         d = np.log((g.x.sum() + 0.5) / (g.mu.sum() + 0.5))
         A = np.vstack([np.ones_like(L), L]).T
-        self.coef = np.linalg.lstsq(A, d.values, rcond=None)[0] * np.array([1, 1]) * c
+        coef = np.linalg.lstsq(A, d.values, rcond=None)[0]
+        if kw.get("shrink"):
+            # Shrink the line toward 0 by its own uncertainty: factor b^2 / (b^2 + se(b)^2).
+            resid = d.values - A @ coef
+            n = len(L)
+            s2 = resid @ resid / max(n - 2, 1)
+            se2 = s2 / max(((L - L.mean()) ** 2).sum(), 1e-12)
+            coef = coef * (coef[1] ** 2 / (coef[1] ** 2 + se2))
+        self.coef = coef * c
         self.c = c
         calc = self.adjust(cal)
         self.inner = (ShiftFull if inner > 0 else Current)(calc, c=inner) if inner > 0 else Current(calc)
