@@ -45,6 +45,7 @@ use gimvi_model::{ImputeOptions, ModelConfig};
 use gimvi_trainer::TrainConfig;
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, Normal};
+use statrs::statistics::Statistics;
 
 use crate::error::Error;
 use crate::inner::{gene_groups, inner_split, InnerSplit, INNER_GROUPS};
@@ -136,10 +137,8 @@ fn gene_shift_variance(points: &[&Point]) -> f64 {
     if per_gene.len() < 2 {
         return 0.0;
     }
-    let means: Vec<f64> = per_gene.values().map(|g| g.0 / g.1 as f64).collect();
-    let n = means.len() as f64;
-    let mean = means.iter().sum::<f64>() / n;
-    let var = means.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    // statrs' sample variance (n − 1).
+    let var = per_gene.values().map(|g| g.0 / g.1 as f64).variance();
     if var.is_finite() {
         var
     } else {
