@@ -304,7 +304,10 @@ pub struct ImputeOptions {
     /// Coverage of the prediction interval returned around every imputed count (default
     /// 0.9; `None`: no interval). Calibrated when the model was trained with
     /// [`FitOptions::calibration_splits`] > 0, otherwise the raw posterior interval. Needs
-    /// expected counts (not `normalized`) and at least 2 `samples`.
+    /// expected counts (not `normalized`) and at least 2 `samples`. A calibrated interval is
+    /// centred by the spatial assay's efficiency for the gene, predicted from the gene's mean
+    /// imputed count over the cells of this call (`docs/uncertainty.md`): impute a whole
+    /// section at once, as the calibration did, rather than a handful of cells.
     pub coverage: Option<f64>,
     /// Calibrate the interval for a measurement **given that the gene is detected** (a
     /// nonzero count) instead of for any measurement (default false). Many spatial
@@ -884,10 +887,11 @@ fn intervals(
 ) -> Intervals {
     let mut lower = Array2::<f32>::zeros(mean.raw_dim());
     let mut upper = Array2::<f32>::zeros(mean.raw_dim());
+    let levels = crate::calibration::gene_levels(mean);
     for ((ij, &mu), &var) in mean.indexed_iter().zip(variance.iter()) {
         let (mu, var) = (f64::from(mu), f64::from(var));
         let (lo, hi) = calibration
-            .and_then(|c| c.interval(m, mu, var, coverage, given_detection))
+            .and_then(|c| c.interval(m, (mu, var), levels[ij.1], coverage, given_detection))
             .unwrap_or_else(|| raw_interval(mu, var, coverage));
         lower[ij] = lo as f32;
         upper[ij] = hi as f32;

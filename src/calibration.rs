@@ -21,7 +21,16 @@
 //! one table of quantiles can hold, and σ²_G puts them in every point's scale: without it a
 //! highly expressed imputation, whose Poisson and posterior spread on the log scale is small,
 //! had the largest scaled residuals, and the quantiles of a stratum mixed points whose error
-//! is mostly efficiency with points whose error is mostly counting noise. The residuals are
+//! is mostly efficiency with points whose error is mostly counting noise.
+//!
+//! Part of a gene's efficiency is predictable from its level: a targeted panel regresses to
+//! the mean, measuring a gene the reference expresses little relatively more and one it
+//! expresses much relatively less. So before its residual or interval, every imputation (μ, v)
+//! is moved to (μ·e^δ̂, v·e^{2δ̂}), with δ̂ = a + b·ln(L + 10⁻³) the least-squares line of the
+//! calibration genes' log efficiencies ln((Σx + ½)/(Σμ + ½)) on their log levels, L a gene's
+//! mean imputed count over the cells imputed together, and the line shrunk toward 0 by
+//! b²/(b² + se(b)²) so that a slope the genes do not determine is not used; σ²_G is then the
+//! spread the line leaves. The residuals are
 //! grouped in strata of expression level × posterior coefficient of variation (tertiles of
 //! each, nine strata, a stratum with too few points or genes falls back to all points), and
 //! an interval at coverage c is
@@ -143,6 +152,109 @@ fn gene_shift_variance(points: &[&Point]) -> f64 {
         var
     } else {
         0.0
+    }
+}
+
+/// Floor added to a gene's mean imputed count before its logarithm (a gene imputed at 0 in
+/// every cell keeps a finite level).
+const LEVEL_FLOOR: f64 = 1e-3;
+/// Pseudo-count added to a gene's summed counts and summed imputations in its efficiency.
+const EFFICIENCY_PSEUDO: f64 = 0.5;
+
+/// The level of a gene in the cells imputed together: the mean of its imputed counts μ,
+/// one value per column of `mean` (cells × genes). [`IntervalCalibration::interval`] takes
+/// it; the calibration computes it the same way over the cells of each calibration training.
+pub(crate) fn gene_levels<'a, T>(mean: &'a ndarray::Array2<T>) -> Vec<f64>
+where
+    T: Copy + Into<f64> + 'a,
+{
+    mean.columns()
+        .into_iter()
+        .map(|c| {
+            let n = c.len().max(1) as f64;
+            c.iter().map(|&v| v.into()).sum::<f64>() / n
+        })
+        .collect()
+}
+
+/// The spatial assay's efficiency for a gene relative to the imputation, predicted from the
+/// gene's imputed level (module docs): δ̂(L) = a + b·ln(L + 10⁻³), the least-squares line of
+/// the calibration genes' log efficiencies ln((Σx + ½) / (Σμ + ½)) on their log levels, shrunk
+/// toward 0 by b² / (b² + se(b)²) (a slope the genes do not determine is not used). A
+/// targeted panel regresses to the mean: a gene the reference expresses little is measured
+/// relatively more, one it expresses much relatively less (slopes −0.57 to −0.74 on the
+/// osmFISH and starMAP panels, about 0 on PDAC's whole transcriptome).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct GeneBias {
+    /// a: the log efficiency at level 1 − 10⁻³.
+    intercept: f64,
+    /// b: change of the log efficiency per unit of log level.
+    slope: f64,
+}
+
+/// Per gene of `points` (in gene order, so that sums are deterministic): (Σ x, Σ μ, points),
+/// over the points whose count and imputation are finite.
+fn gene_sums(points: &[Point]) -> std::collections::BTreeMap<usize, (f64, f64, usize)> {
+    let mut per_gene: std::collections::BTreeMap<usize, (f64, f64, usize)> = Default::default();
+    for p in points.iter().filter(|p| p.1.is_finite() && p.2.is_finite()) {
+        let g = per_gene.entry(p.0).or_insert((0.0, 0.0, 0));
+        g.0 += p.1.max(0.0);
+        g.1 += p.2.max(0.0);
+        g.2 += 1;
+    }
+    per_gene
+}
+
+impl GeneBias {
+    /// The line through the genes of `sums` ([`gene_sums`] of one dataset's calibration
+    /// points), one (level, efficiency) per gene; `None` with fewer than three genes or levels
+    /// that do not vary.
+    fn fit(sums: &std::collections::BTreeMap<usize, (f64, f64, usize)>) -> Option<Self> {
+        if sums.len() < 3 {
+            return None;
+        }
+        let (levels, efficiencies): (Vec<f64>, Vec<f64>) = sums
+            .values()
+            .map(|&(x, mu, n)| {
+                (
+                    (mu / n as f64 + LEVEL_FLOOR).ln(),
+                    ((x + EFFICIENCY_PSEUDO) / (mu + EFFICIENCY_PSEUDO)).ln(),
+                )
+            })
+            .unzip();
+        let (l_mean, e_mean) = (levels.iter().mean(), efficiencies.iter().mean());
+        let spread: f64 = levels.iter().map(|l| (l - l_mean).powi(2)).sum();
+        let slope = levels
+            .iter()
+            .zip(&efficiencies)
+            .map(|(l, e)| (l - l_mean) * (e - e_mean))
+            .sum::<f64>()
+            / spread;
+        let intercept = e_mean - slope * l_mean;
+        // Shrunk toward no bias by the slope's own uncertainty, b² / (b² + se(b)²): where the
+        // genes' levels barely vary, the slope is noise and the line is dropped.
+        let rss: f64 = levels
+            .iter()
+            .zip(&efficiencies)
+            .map(|(l, e)| (e - intercept - slope * l).powi(2))
+            .sum();
+        let se2 = rss / (levels.len() - 2).max(1) as f64 / spread;
+        let shrink = slope * slope / (slope * slope + se2);
+        let line = Self {
+            intercept: intercept * shrink,
+            slope: slope * shrink,
+        };
+        (spread > 1e-12 && line.intercept.is_finite() && line.slope.is_finite()).then_some(line)
+    }
+
+    /// The imputation (μ, v) moved by the predicted efficiency of a gene at `level`:
+    /// (μ·e^δ̂, v·e^{2δ̂}).
+    fn adjust(&self, mu: f64, var: f64, level: f64) -> (f64, f64) {
+        let delta = self.intercept + self.slope * (level.max(0.0) + LEVEL_FLOOR).ln();
+        // e^±20 bounds a line extrapolated far outside the calibration genes' levels (no
+        // overflow of μ or v); on the real panels |δ̂| stays under 3.
+        let factor = delta.clamp(-20.0, 20.0).exp();
+        (mu * factor, var * factor * factor)
     }
 }
 
@@ -412,6 +524,11 @@ struct DatasetCalibration {
     /// tables were made without it).
     #[serde(default)]
     gene_var: f64,
+    /// The predicted efficiency of a gene from its imputed level, applied to every imputation
+    /// before its residual or interval (module docs; `None` in calibrations saved before it
+    /// was, or with fewer than three calibration genes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gene_bias: Option<GeneBias>,
     /// Tables of every calibration point: intervals for a measurement, zero or not.
     all: TableSet,
     /// Tables of the points with a nonzero count: intervals for a measurement given that the
@@ -420,8 +537,36 @@ struct DatasetCalibration {
 }
 
 impl DatasetCalibration {
-    /// From (gene, x, μ, v) points of hidden genes.
+    /// From (gene, x, μ, v) points of hidden genes, each gene's points being all the cells of
+    /// the training that hid it (its level is their mean μ).
     fn new(dataset: usize, points: &[Point]) -> Option<Self> {
+        let sums = gene_sums(points);
+        Self::with_bias(dataset, points, &sums, GeneBias::fit(&sums))
+    }
+
+    /// [`DatasetCalibration::new`] with the gene-bias line given (`None`: no line), `sums`
+    /// being [`gene_sums`] of `points`.
+    fn with_bias(
+        dataset: usize,
+        points: &[Point],
+        sums: &std::collections::BTreeMap<usize, (f64, f64, usize)>,
+        gene_bias: Option<GeneBias>,
+    ) -> Option<Self> {
+        let adjusted: Vec<Point>;
+        let points = match &gene_bias {
+            Some(bias) => {
+                adjusted = points
+                    .iter()
+                    .map(|&(gene, x, mu, var)| {
+                        let level = sums.get(&gene).map_or(0.0, |g| g.1 / g.2.max(1) as f64);
+                        let (mu, var) = bias.adjust(mu, var, level);
+                        (gene, x, mu, var)
+                    })
+                    .collect();
+                &adjusted[..]
+            }
+            None => points,
+        };
         let tertiles = |mut v: Vec<f64>| {
             v.retain(|x| x.is_finite());
             v.sort_by(f64::total_cmp);
@@ -443,7 +588,23 @@ impl DatasetCalibration {
             level_edges,
             cv_edges,
             gene_var,
+            gene_bias,
         })
+    }
+
+    /// The calibrated interval of an imputation (μ, v) of a gene at `level` (module docs).
+    fn interval(
+        &self,
+        (mu, var): (f64, f64),
+        level: f64,
+        coverage: f64,
+        given_detection: bool,
+    ) -> Option<(f64, f64)> {
+        let (mu, var) = self
+            .gene_bias
+            .map_or((mu, var), |bias| bias.adjust(mu, var, level));
+        let (q_lo, q_hi) = self.table(mu, var, given_detection)?.quantiles(coverage);
+        Some(interval_from(mu, var, self.gene_var, q_lo, q_hi))
     }
 
     /// The table for an imputation (μ, v): of all points, or of the detected ones.
@@ -488,6 +649,11 @@ impl IntervalCalibration {
         } else {
             ""
         };
+        let bias = if self.datasets.iter().any(|d| d.gene_bias.is_some()) {
+            "centred by the gene's efficiency predicted from its imputed level, "
+        } else {
+            ""
+        };
         let pass = match self.classifier_second_pass {
             Some(false) => ", adversarial classifier on the first encoder pass",
             Some(true) => ", adversarial classifier on a second encoder pass",
@@ -495,7 +661,7 @@ impl IntervalCalibration {
         };
         format!(
             "split conformal on {} measured spatial genes hidden from {} extra trainings \
-             of {} epochs{pass} ({} points): log-scale residuals scaled by the posterior and \
+             of {} epochs{pass} ({} points): log-scale residuals {bias}scaled by the posterior and \
              Poisson spread{gene}, quantiles per stratum of expression level x posterior CV",
             self.genes, self.trainings, self.epochs, self.points
         )
@@ -510,20 +676,24 @@ impl IntervalCalibration {
     }
 
     /// The calibrated interval of an imputed count with posterior mean `mu` and variance
-    /// `var` in dataset `m`: for a measurement (zero or not), or with `given_detection` for a
-    /// measurement given that the gene is detected (nonzero) in the cell; `None` if the
-    /// dataset has no such calibration.
+    /// `var` in dataset `m`, of a gene whose level (mean imputed count over the cells imputed
+    /// together, [`gene_levels`]) is `level`: for a measurement (zero or not), or with
+    /// `given_detection` for a measurement given that the gene is detected (nonzero) in the
+    /// cell; `None` if the dataset has no such calibration.
     pub(crate) fn interval(
         &self,
         m: usize,
-        mu: f64,
-        var: f64,
+        (mu, var): (f64, f64),
+        level: f64,
         coverage: f64,
         given_detection: bool,
     ) -> Option<(f64, f64)> {
-        let d = self.datasets.iter().find(|d| d.dataset == m)?;
-        let (q_lo, q_hi) = d.table(mu, var, given_detection)?.quantiles(coverage);
-        Some(interval_from(mu, var, d.gene_var, q_lo, q_hi))
+        self.datasets.iter().find(|d| d.dataset == m)?.interval(
+            (mu, var),
+            level,
+            coverage,
+            given_detection,
+        )
     }
 }
 
@@ -775,16 +945,65 @@ mod tests {
     /// The fraction of `test` points inside their calibrated interval at `level` (every
     /// interval checked to be ordered).
     fn coverage(calib: &DatasetCalibration, test: &[Point], level: f64) -> f64 {
+        let levels = levels_of(test);
         let inside = test
             .iter()
             .filter(|p| {
-                let (q_lo, q_hi) = calib.table(p.2, p.3, false).unwrap().quantiles(level);
-                let (lo, hi) = interval_from(p.2, p.3, calib.gene_var, q_lo, q_hi);
+                let (lo, hi) = calib
+                    .interval((p.2, p.3), levels[&p.0], level, false)
+                    .unwrap();
                 assert!(lo <= hi, "{lo} > {hi}");
                 lo <= p.1 && p.1 <= hi
             })
             .count();
         inside as f64 / test.len() as f64
+    }
+
+    /// Each gene's level: the mean μ of its points.
+    fn levels_of(points: &[Point]) -> std::collections::HashMap<usize, f64> {
+        let mut sums: std::collections::HashMap<usize, (f64, f64)> = Default::default();
+        for p in points {
+            let e = sums.entry(p.0).or_default();
+            e.0 += p.2;
+            e.1 += 1.0;
+        }
+        sums.into_iter().map(|(g, (s, n))| (g, s / n)).collect()
+    }
+
+    /// A panel of `genes` genes, 300 cells each: `gene` draws a gene's range of imputations
+    /// (μ uniform in [lo, hi)) and its log efficiency δ; the count is Poisson(μ·e^δ), the
+    /// posterior variance 0.1·μ.
+    fn efficiency_panel<R: rand::Rng>(
+        rng: &mut R,
+        genes: usize,
+        mut gene: impl FnMut(&mut R) -> (f64, f64, f64),
+    ) -> Vec<Point> {
+        use rand_distr::{Distribution, Poisson};
+        let mut out = Vec::new();
+        for g in 0..genes {
+            let (lo, hi, shift) = gene(rng);
+            for _ in 0..300 {
+                let mu: f64 = rng.random_range(lo..hi);
+                let x = Poisson::new(mu * shift.exp()).unwrap().sample(rng);
+                out.push((g, x, mu, 0.1 * mu));
+            }
+        }
+        out
+    }
+
+    /// Per gene, its coverage at `level` of its points in `test`.
+    fn gene_coverages(calib: &DatasetCalibration, test: &[Point], level: f64) -> Vec<f64> {
+        let levels = levels_of(test);
+        let mut per_gene: std::collections::BTreeMap<usize, (f64, f64)> = Default::default();
+        for p in test {
+            let (lo, hi) = calib
+                .interval((p.2, p.3), levels[&p.0], level, false)
+                .unwrap();
+            let e = per_gene.entry(p.0).or_default();
+            e.0 += f64::from(u8::from(lo <= p.1 && p.1 <= hi));
+            e.1 += 1.0;
+        }
+        per_gene.values().map(|(c, n)| c / n).collect()
     }
 
     #[test]
@@ -890,20 +1109,13 @@ mod tests {
         // Every gene has its own log-scale efficiency δ_g ~ N(0, 0.7²), which no posterior sees,
         // and Poisson noise on top: intervals calibrated on 60 genes cover fresh genes at the
         // nominal level on average, and σ²_G is found.
-        use rand::{Rng, SeedableRng};
-        use rand_distr::{Distribution, Normal as Gauss, Poisson};
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, Normal as Gauss};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let mut draw = |genes: usize| -> Vec<Point> {
-            let mut out = Vec::new();
-            for g in 0..genes {
-                let shift: f64 = Gauss::new(0.0, 0.7).unwrap().sample(&mut rng);
-                for _ in 0..300 {
-                    let mu: f64 = rng.random_range(0.5..30.0);
-                    let x = Poisson::new(mu * shift.exp()).unwrap().sample(&mut rng);
-                    out.push((g, x, mu, 0.1 * mu));
-                }
-            }
-            out
+        let mut draw = |genes: usize| {
+            efficiency_panel(&mut rng, genes, |rng| {
+                (0.5, 30.0, Gauss::new(0.0, 0.7).unwrap().sample(rng))
+            })
         };
         let calib = DatasetCalibration::new(1, &draw(60)).unwrap();
         assert!((0.25..0.75).contains(&calib.gene_var), "{}", calib.gene_var);
@@ -915,12 +1127,56 @@ mod tests {
     }
 
     #[test]
+    fn a_panel_that_regresses_to_the_mean_is_centred_by_its_gene_bias() {
+        // A targeted panel: the assay measures gene g at e^{δ_g} times its imputation, with
+        // δ_g = 0.8 − 0.6·ln(level_g) + N(0, 0.3²) (a gene imputed low is measured relatively
+        // more), then Poisson noise. The line is found, and the genes whose efficiency the
+        // line predicts are covered gene by gene, not only on average over genes.
+        use rand::{Rng, SeedableRng};
+        use rand_distr::{Distribution, Normal as Gauss};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        let mut draw = |genes: usize| {
+            efficiency_panel(&mut rng, genes, |rng| {
+                let level: f64 = rng.random_range(-1.0_f64..3.5).exp();
+                let shift = 0.8 - 0.6 * level.ln() + Gauss::new(0.0, 0.3).unwrap().sample(rng);
+                (0.5 * level, 1.5 * level, shift)
+            })
+        };
+        let points = draw(60);
+        let calib = DatasetCalibration::new(1, &points).unwrap();
+        let bias = calib.gene_bias.unwrap();
+        assert!((bias.slope + 0.6).abs() < 0.15, "{bias:?}");
+        // Without the line, the same points leave σ²_G to hold the whole trend.
+        let recalibrated =
+            DatasetCalibration::with_bias(1, &points, &gene_sums(&points), None).unwrap();
+        assert!(calib.gene_var < recalibrated.gene_var / 2.0);
+        let test = draw(200);
+        let under = |c: &DatasetCalibration| {
+            gene_coverages(c, &test, 0.9)
+                .iter()
+                .filter(|&&v| v < 0.8)
+                .count()
+        };
+        let covered = coverage(&calib, &test, 0.9);
+        assert!((covered - 0.9).abs() < 0.04, "{covered}");
+        // Genes more than 10 points under nominal: fewer with the line than without.
+        let (with, without) = (under(&calib), under(&recalibrated));
+        assert!(with < without, "{with} vs {without}");
+    }
+
+    #[test]
     fn a_calibration_saved_before_the_gene_variance_loads_without_it() {
+        // Two gene levels (1–3 and 4–6), so the gene-bias line is fitted too.
         let points: Vec<Point> = (0..600)
-            .map(|i| (i % 12, (i % 7) as f64, 1.0 + (i % 5) as f64, 0.3))
+            .map(|i| {
+                let g = i % 12;
+                let mu = 1.0 + (i % 3) as f64 + if g < 6 { 0.0 } else { 3.0 };
+                (g, ((i + g) % 7) as f64, mu, 0.3)
+            })
             .collect();
         let d = DatasetCalibration::new(1, &points).unwrap();
         assert!(d.gene_var > 0.0);
+        assert!(d.gene_bias.is_some());
         let cal = IntervalCalibration {
             datasets: vec![d],
             trainings: 5,
@@ -930,24 +1186,31 @@ mod tests {
             classifier_second_pass: Some(false),
         };
         assert!(cal.method().contains("between-gene"));
+        assert!(cal.method().contains("efficiency predicted"));
         let mut json: serde_json::Value = serde_json::to_value(&cal).unwrap();
-        json["datasets"][0]
-            .as_object_mut()
-            .unwrap()
-            .remove("gene_var")
-            .unwrap();
+        for key in ["gene_var", "gene_bias"] {
+            json["datasets"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove(key)
+                .unwrap();
+        }
         let old: IntervalCalibration = serde_json::from_value(json).unwrap();
         assert_eq!(old.datasets[0].gene_var, 0.0);
+        assert_eq!(old.datasets[0].gene_bias, None);
         assert!(!old.method().contains("between-gene"));
-        // Its interval uses the scale without σ²_G.
+        assert!(!old.method().contains("efficiency predicted"));
+        // Its interval uses neither σ²_G nor the line, whatever the gene's level.
         let (q_lo, q_hi) = old.datasets[0]
             .table(3.0, 0.3, false)
             .unwrap()
             .quantiles(0.9);
-        assert_eq!(
-            old.interval(1, 3.0, 0.3, 0.9, false),
-            Some(interval_from(3.0, 0.3, 0.0, q_lo, q_hi))
-        );
+        for level in [0.5, 3.0, 40.0] {
+            assert_eq!(
+                old.interval(1, (3.0, 0.3), level, 0.9, false),
+                Some(interval_from(3.0, 0.3, 0.0, q_lo, q_hi))
+            );
+        }
     }
 
     #[test]

@@ -117,9 +117,31 @@ pub struct FoldPosterior {
     /// The interval calibration made on the fold's training genes (model dataset 1), when
     /// asked for.
     pub(crate) calibration: Option<IntervalCalibration>,
+    /// Each gene's level, the mean of `mean`'s column (the calibrated interval is centred by
+    /// the efficiency predicted from it).
+    gene_levels: Vec<f64>,
 }
 
 impl FoldPosterior {
+    /// The posterior of one fold, its genes' levels taken from `mean`.
+    pub(crate) fn new(
+        genes: Vec<usize>,
+        cells: Vec<usize>,
+        mean: Array2<f64>,
+        variance: Array2<f64>,
+        calibration: Option<IntervalCalibration>,
+    ) -> Self {
+        let gene_levels = crate::calibration::gene_levels(&mean);
+        Self {
+            genes,
+            cells,
+            mean,
+            variance,
+            calibration,
+            gene_levels,
+        }
+    }
+
     /// The raw posterior prediction interval at `coverage` of row `row`, column `col` (the
     /// uncalibrated baseline of `docs/uncertainty.md`: normal quantiles of the log-scale
     /// posterior and Poisson spread).
@@ -150,9 +172,10 @@ impl FoldPosterior {
         given_detection: bool,
     ) -> (f64, f64) {
         let (mu, var) = (self.mean[[row, col]], self.variance[[row, col]]);
+        let level = self.gene_levels.get(col).copied().unwrap_or(mu);
         self.calibration
             .as_ref()
-            .and_then(|cal| cal.interval(1, mu, var, coverage, given_detection))
+            .and_then(|cal| cal.interval(1, (mu, var), level, coverage, given_detection))
             .unwrap_or_else(|| crate::calibration::raw_interval(mu, var, coverage))
     }
 }
@@ -548,13 +571,13 @@ impl Imputer for GimviImputer {
         if let Some((sum_mean, sum_second)) = pooled {
             let (mean, variance) = pooled_moments(sum_mean, &sum_second, n);
             let calibration = calibration.transpose()?.flatten();
-            self.posterior.push(FoldPosterior {
-                genes: task.test_genes.to_vec(),
-                cells: task.spatial_cells.to_vec(),
+            self.posterior.push(FoldPosterior::new(
+                task.test_genes.to_vec(),
+                task.spatial_cells.to_vec(),
                 mean,
                 variance,
                 calibration,
-            });
+            ));
         }
         Ok(prediction / n)
     }

@@ -1343,13 +1343,13 @@ mod tests {
 
     #[test]
     fn worth_imputing_ranks_the_less_uncertain_gene_higher() {
-        let fold = FoldPosterior {
-            genes: vec![0, 2],
-            cells: vec![0, 1],
-            mean: array![[10.0, 10.0], [20.0, 20.0]],
-            variance: array![[1.0, 25.0], [4.0, 100.0]],
-            calibration: None,
-        };
+        let fold = FoldPosterior::new(
+            vec![0, 2],
+            vec![0, 1],
+            array![[10.0, 10.0], [20.0, 20.0]],
+            array![[1.0, 25.0], [4.0, 100.0]],
+            None,
+        );
         let w = worth_imputing(&[fold], 3);
         assert_eq!(w[1], None);
         assert!((w[0].unwrap() + 0.1).abs() < 1e-12);

@@ -15,6 +15,7 @@ prints calibration error, coverage at 80/90/95 %, genes > 10 points under at 90 
 entries) per run and per pair. Rule "current" reproduced gimvi's own report to the printed
 digit on every run it was checked on (docs/notes/intervals-2026-12.md).
 """
+import copy
 import glob
 import os
 import sys
@@ -241,6 +242,7 @@ class GeneBias:
             coef = coef * (coef[1] ** 2 / (coef[1] ** 2 + se2))
         self.coef = coef * c
         self.c = c
+        self.cal = cal
         calc = self.adjust(cal)
         self.inner = (ShiftFull if inner > 0 else Current)(calc, c=inner) if inner > 0 else Current(calc)
 
@@ -257,6 +259,19 @@ class GeneBias:
 
     def intervals(self, t, cov):
         return self.inner.intervals(self.adjust(t), cov)
+
+    def detected(self, t):
+        """(rule, entries) for the detection-conditional intervals: the inner rule's tables
+        rebuilt on the adjusted nonzero calibration points (its edges and scale kept), and the
+        nonzero test entries adjusted with their genes' levels over all cells, as gimvi does."""
+        calc = self.adjust(self.cal)
+        det = copy.copy(self.inner)
+        nzc = calc[calc.x > 0]
+        sfun = getattr(det, "s", scale)
+        r = (np.log1p(nzc.x.values) - np.log1p(np.maximum(nzc.mu.values, 0))) / sfun(nzc.mu.values, nzc.v.values)
+        build_tables(det, nzc, r)
+        tt = self.adjust(t)
+        return det, tt[tt.x > 0]
 
 
 class ShiftPooled(ShiftFull):
@@ -281,7 +296,9 @@ class GeneStrata(Current):
         return 3 * b(gl, self.ge) + b(cv, self.ce)
 
 
-# current: gimvi before 2026-12-07 night; shift:c=1: gimvi since (sigma^2_G in the scale).
+# current: gimvi before 2026-12-07 night; shift:c=1: gimvi from then (sigma^2_G in the scale);
+# genebias:shrink=1,inner=1: gimvi since 2026-12-07 late night (the shrunk gene-bias line, then
+# sigma^2_G of what it leaves).
 RULES = {"current": Current, "pooled": Pooled, "shift": ShiftFull, "shiftpooled": ShiftPooled,
          "genestrata": GeneStrata, "eff": Eff, "genebias": GeneBias}
 
@@ -294,14 +311,17 @@ def score_detected(folds, rule_cls, **kw):
     wsum = 0
     for cal, t in folds:
         rule = rule_cls(cal, **kw)
-        det = rule_cls(cal, **kw)
-        nzc = cal[cal.x > 0]
-        # rebuild the tables on detected points with the all-points edges and shift
-        mu, v, x = nzc.mu.values, nzc.v.values, nzc.x.values
-        sfun = getattr(rule, "s", lambda m, vv: scale(m, vv))
-        r = (np.log1p(x) - np.log1p(np.maximum(mu, 0))) / sfun(mu, v)
-        build_tables(det, nzc, r)
-        tn = t[t.x > 0]
+        if hasattr(rule, "detected"):
+            det, tn = rule.detected(t)
+        else:
+            det = rule_cls(cal, **kw)
+            nzc = cal[cal.x > 0]
+            # rebuild the tables on detected points with the all-points edges and shift
+            mu, v, x = nzc.mu.values, nzc.v.values, nzc.x.values
+            sfun = getattr(rule, "s", lambda m, vv: scale(m, vv))
+            r = (np.log1p(x) - np.log1p(np.maximum(mu, 0))) / sfun(mu, v)
+            build_tables(det, nzc, r)
+            tn = t[t.x > 0]
         if len(tn) == 0:
             continue
         ng = t.gene.nunique()
@@ -356,8 +376,7 @@ def main():
             kw = dict(a.split("=") for a in arg.split(",")) if arg else {}
             kw = {k: float(v) for k, v in kw.items()}
             r = score(folds, RULES[name], **kw)
-            # (the detection-conditional replay does not apply GeneBias's adjustment)
-            det = os.environ.get("DET") and name != "genebias"
+            det = os.environ.get("DET")
             r["ce_det"] = score_detected(folds, RULES[name], **kw) if det else np.nan
             r.update(run=os.path.basename(d), rule=n)
             rows.append(r)
