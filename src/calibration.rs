@@ -457,6 +457,9 @@ impl Table {
     }
 }
 
+/// The genes and (count, residual) pairs of one stratum's calibration points.
+type StratumPoints = (Vec<usize>, Vec<(f64, f64)>);
+
 /// Quantile tables of one set of calibration points: per stratum and pooled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct TableSet {
@@ -473,30 +476,33 @@ impl TableSet {
         cv_edges: &[f64; 2],
         gene_var: f64,
     ) -> Option<Self> {
-        let genes_of = |p: &[&Point]| {
-            let mut g: Vec<usize> = p.iter().map(|q| q.0).collect();
+        // Each point's stratum and (count, residual), computed once, in point order: per
+        // stratum, its points' genes and (count, residual) pairs.
+        let mut members: Vec<StratumPoints> = vec![Default::default(); 9];
+        let mut all_genes = Vec::with_capacity(points.len());
+        let mut all_pairs = Vec::with_capacity(points.len());
+        for p in points {
+            let pair = (p.1, residual(p.1, p.2, p.3, gene_var));
+            let m = &mut members[stratum_of(p.2, p.3, level_edges, cv_edges)];
+            m.0.push(p.0);
+            m.1.push(pair);
+            all_genes.push(p.0);
+            all_pairs.push(pair);
+        }
+        let distinct = |mut g: Vec<usize>| {
             g.sort_unstable();
             g.dedup();
             g.len()
         };
-        let pairs = |p: &[&Point]| -> Vec<(f64, f64)> {
-            p.iter()
-                .map(|q| (q.1, residual(q.1, q.2, q.3, gene_var)))
-                .collect()
-        };
-        let pooled = Table::new(pairs(points), genes_of(points))?;
-        let strata = (0..9)
-            .map(|s| {
-                let members: Vec<&Point> = points
-                    .iter()
-                    .copied()
-                    .filter(|p| stratum_of(p.2, p.3, level_edges, cv_edges) == s)
-                    .collect();
-                let genes = genes_of(&members);
-                if members.len() < MIN_STRATUM_POINTS || genes < MIN_STRATUM_GENES {
+        let pooled = Table::new(all_pairs, distinct(all_genes))?;
+        let strata = members
+            .into_iter()
+            .map(|(genes, pairs)| {
+                let genes = distinct(genes);
+                if pairs.len() < MIN_STRATUM_POINTS || genes < MIN_STRATUM_GENES {
                     return None;
                 }
-                Table::new(pairs(&members), genes)
+                Table::new(pairs, genes)
             })
             .collect();
         Some(Self { strata, pooled })
