@@ -511,10 +511,20 @@ fn an_interrupted_fit_leaves_no_folder_or_the_previous_model() {
         files
     };
     let interrupt = |argv: Vec<String>| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gimvi"))
-            .args(&argv)
-            .spawn()
-            .unwrap();
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gimvi"));
+        command.args(&argv);
+        // A shell starts background jobs with SIGINT ignored, and the child would inherit it
+        // (then Ctrl-C does nothing and the 100,000 epochs run to the end): give the child
+        // SIGINT's default action, as a terminal's foreground job has.
+        // SAFETY: `signal` is async-signal-safe, and nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
         // Let it read the files and train for a while (100,000 epochs take far longer).
         std::thread::sleep(Duration::from_millis(1500));
         assert!(
