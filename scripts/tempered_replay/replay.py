@@ -12,7 +12,7 @@ counts (the calibration points are dumped cell by cell, gene by gene).
 
 Inputs: the dumps of scripts/interval_replay (DUMP/<pair>_s<seed>/calib_k.tsv, test_k.tsv),
 the `gimvi evaluate --json` report of the same run (REPORTS/<pair>_s<seed>.json: gene order and
-folds) and the spatial files (DATA, default ../shared/data). PDAC is skipped (slow in pandas).
+folds) and the spatial files (DATA, default ../shared/data). PDAC only with PDAC=1 (slow).
 
     DUMP=/work/sweep/dump REPORTS=/work/sweep/gb [ONLY=substring] python3 scripts/tempered_replay/replay.py
 
@@ -36,7 +36,13 @@ GRID = np.round(np.arange(0, 1.0001, 0.05), 2)
 
 def spatial(pair):
     """Spatial counts, cells x genes, gene names lower-case (gimvi matches case-insensitively)."""
-    if pair.endswith("starmap"):
+    if pair == "pdac":
+        f = h5py.File(f"{DATA}/pdac_card/pdac_st.h5ad", "r")
+        from scipy.sparse import csr_matrix
+        x = f["X"]
+        X = csr_matrix((x["data"][:], x["indices"][:], x["indptr"][:]), shape=tuple(x.attrs["shape"])).toarray()
+        genes = f["var/_index"][:]
+    elif pair.endswith("starmap"):
         f = h5py.File(f"{DATA}/starmap_mpfc/mpfc-starmap.loom", "r")
         genes, X = f["row_attrs/Gene"][:], f["matrix"][:].T
     else:
@@ -76,7 +82,7 @@ def main():
     for d in sorted(glob.glob(os.path.join(DUMP, "*_s[0-9]"))):
         run = os.path.basename(d)
         pair = run.rsplit("_s", 1)[0]
-        if pair.startswith("pdac") or (only and only not in run):
+        if (pair == "pdac" and not os.environ.get("PDAC")) or (only and only not in run):
             continue
         rep = json.load(open(os.path.join(REPORTS, f"{run}.json")))
         genes = [g.lower() for g in rep["genes"]]
