@@ -192,10 +192,13 @@ struct GeneBias {
     slope: f64,
 }
 
+/// Gene (index into G) → (Σ x, Σ μ, points) of a calibration's points, in gene order.
+type GeneSums = std::collections::BTreeMap<usize, (f64, f64, usize)>;
+
 /// Per gene of `points` (in gene order, so that sums are deterministic): (Σ x, Σ μ, points),
 /// over the points whose count and imputation are finite.
-fn gene_sums(points: &[Point]) -> std::collections::BTreeMap<usize, (f64, f64, usize)> {
-    let mut per_gene: std::collections::BTreeMap<usize, (f64, f64, usize)> = Default::default();
+fn gene_sums(points: &[Point]) -> GeneSums {
+    let mut per_gene = GeneSums::new();
     for p in points.iter().filter(|p| p.1.is_finite() && p.2.is_finite()) {
         let g = per_gene.entry(p.0).or_insert((0.0, 0.0, 0));
         g.0 += p.1.max(0.0);
@@ -209,7 +212,7 @@ impl GeneBias {
     /// The line through the genes of `sums` ([`gene_sums`] of one dataset's calibration
     /// points), one (level, efficiency) per gene; `None` with fewer than three genes or levels
     /// that do not vary.
-    fn fit(sums: &std::collections::BTreeMap<usize, (f64, f64, usize)>) -> Option<Self> {
+    fn fit(sums: &GeneSums) -> Option<Self> {
         if sums.len() < 3 {
             return None;
         }
@@ -223,13 +226,10 @@ impl GeneBias {
             })
             .unzip();
         let (l_mean, e_mean) = (levels.iter().mean(), efficiencies.iter().mean());
-        let spread: f64 = levels.iter().map(|l| (l - l_mean).powi(2)).sum();
-        let slope = levels
-            .iter()
-            .zip(&efficiencies)
-            .map(|(l, e)| (l - l_mean) * (e - e_mean))
-            .sum::<f64>()
-            / spread;
+        // statrs' sample covariance and variance (both over n − 1).
+        let l_var = levels.iter().variance();
+        let spread = l_var * (levels.len() - 1) as f64;
+        let slope = levels.iter().covariance(efficiencies.iter()) / l_var;
         let intercept = e_mean - slope * l_mean;
         // Shrunk toward no bias by the slope's own uncertainty, b² / (b² + se(b)²): where the
         // genes' levels barely vary, the slope is noise and the line is dropped.
@@ -555,7 +555,7 @@ impl DatasetCalibration {
     fn with_bias(
         dataset: usize,
         points: &[Point],
-        sums: &std::collections::BTreeMap<usize, (f64, f64, usize)>,
+        sums: &GeneSums,
         gene_bias: Option<GeneBias>,
     ) -> Option<Self> {
         let adjusted: Vec<Point>;
@@ -967,13 +967,10 @@ mod tests {
 
     /// Each gene's level: the mean μ of its points.
     fn levels_of(points: &[Point]) -> std::collections::HashMap<usize, f64> {
-        let mut sums: std::collections::HashMap<usize, (f64, f64)> = Default::default();
-        for p in points {
-            let e = sums.entry(p.0).or_default();
-            e.0 += p.2;
-            e.1 += 1.0;
-        }
-        sums.into_iter().map(|(g, (s, n))| (g, s / n)).collect()
+        gene_sums(points)
+            .into_iter()
+            .map(|(g, (_, mu, n))| (g, mu / n as f64))
+            .collect()
     }
 
     /// A panel of `genes` genes, 300 cells each: `gene` draws a gene's range of imputations
