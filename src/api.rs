@@ -297,7 +297,9 @@ pub struct ImputeOptions {
     /// posterior mean only, no variance).
     pub samples: usize,
     /// Normalised expression (fractions of the cell's measured panel, scvi-tools'
-    /// `normalized=True`) instead of expected counts (default false: counts).
+    /// `normalized=True`) instead of expected counts (default false: counts). A tempered
+    /// imputation ([`Imputed::tempering`]) is tempered in both: normalised values are the
+    /// tempered counts divided by the cell's library.
     pub normalized: bool,
     /// Seed of the posterior samples.
     pub seed: u64,
@@ -361,7 +363,8 @@ pub struct Imputed {
     pub cells: Vec<String>,
     /// The imputed genes (reference spelling).
     pub genes: Vec<String>,
-    /// Posterior mean, cells × genes.
+    /// Posterior mean, cells × genes (tempered toward the cell's library where
+    /// [`Imputed::tempering`] says so).
     pub mean: Array2<f32>,
     /// Posterior variance (over z samples, and the spread between models), cells × genes;
     /// `None` without posterior samples.
@@ -369,6 +372,12 @@ pub struct Imputed {
     /// Prediction intervals at the coverage asked for (`None` without posterior samples,
     /// for normalised values, or when none was asked for).
     pub intervals: Option<Intervals>,
+    /// The exponent w with which the point imputation was tempered toward the cell's library,
+    /// μ̃ = k·ℓ′·(μ/ℓ′)^w with k keeping each gene's total over the cells imputed together
+    /// (`docs/uncertainty.md`): chosen by the interval calibration on measured genes hidden
+    /// from its trainings; `None` where the model's imputation is returned as it is (w = 1,
+    /// or no calibration). The variance stays the model's posterior variance.
+    pub tempering: Option<f64>,
     /// The cells' latent coordinates (posterior means of z; the first model's).
     pub latent: Array2<f32>,
     /// Whether the values are normalised expression rather than expected counts.
@@ -383,7 +392,8 @@ pub struct Imputed {
 impl Imputed {
     /// Writes an `.h5ad` file that scanpy opens: X and `layers/imputed` = the imputed means,
     /// `layers/variance`, `layers/imputed_lower` and `layers/imputed_upper` = the prediction
-    /// interval (its coverage and method in `uns`), `obsm/X_gimvi` = the latent space,
+    /// interval (its coverage and method in `uns`; `uns/gimvi_tempering` the exponent w of
+    /// a tempered imputation, [`Imputed::tempering`]), `obsm/X_gimvi` = the latent space,
     /// `obsm/spatial` and the input's cell annotations; the file is written to a temporary
     /// name and renamed when complete.
     pub fn write_h5ad(&self, path: impl AsRef<Path>) -> Result<()> {
@@ -419,6 +429,9 @@ impl Imputed {
                 },
             ),
         ];
+        if let Some(w) = self.tempering {
+            uns.push(("gimvi_tempering".into(), w.to_string()));
+        }
         if let Some(iv) = &self.intervals {
             layers.push(("imputed_lower".to_string(), values(&iv.lower)));
             layers.push(("imputed_upper".to_string(), values(&iv.upper)));
@@ -775,7 +788,9 @@ impl Gimvi {
     /// Imputes reference genes in the cells of `spatial`, a file with the genes of one of the
     /// model's spatial datasets (the training file, or new cells of the same panel): the
     /// posterior mean and, with samples, the variance over posterior samples of z (Lopez et
-    /// al. 2019, Fig. 3), pooled over the models (their spread included).
+    /// al. 2019, Fig. 3), pooled over the models (their spread included). With an interval
+    /// calibration that chose w < 1 ([`Imputed::tempering`]), the mean is tempered toward the
+    /// cell's library over the cells of this call (impute a whole section at once).
     pub fn impute(&self, spatial: &Dataset, options: &ImputeOptions) -> Result<Imputed> {
         let ensemble = self.trained()?;
         let (m, sub) = self.match_dataset(spatial, false)?;
@@ -816,6 +831,22 @@ impl Gimvi {
                 seed: options.seed,
             },
         )?;
+        // The point imputation tempered toward the cell's library with the exponent the
+        // calibration chose (crate::tempering); without a calibration, the model's own.
+        let tempering = ensemble
+            .calibration
+            .as_ref()
+            .and_then(|c| c.tempering(m))
+            .filter(|&w| w < 1.0);
+        let mut imputed = imputed;
+        if let Some(w) = tempering {
+            crate::tempering::temper_columns(
+                &mut imputed.mean,
+                &crate::tempering::libraries(&sub.counts),
+                w,
+                options.normalized,
+            );
+        }
         let intervals = match (options.coverage, &imputed.variance, options.normalized) {
             (Some(coverage), Some(variance), false) => Some(intervals(
                 ensemble.calibration.as_ref().filter(|c| c.covers(m, false)),
@@ -836,6 +867,7 @@ impl Gimvi {
             mean: imputed.mean,
             variance: imputed.variance,
             intervals,
+            tempering,
             latent: ensemble.latent(m, &sub.counts)?,
             normalized: options.normalized,
             models: ensemble.len(),

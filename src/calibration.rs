@@ -44,6 +44,11 @@
 //! a calibration the same form with the normal quantiles ±z gives the *raw posterior*
 //! interval, the uncalibrated baseline.
 //!
+//! The same hidden genes choose how far the point imputation is tempered toward the cell's
+//! library ([`crate::tempering`]): the exponent w is chosen on the points first, the points
+//! are tempered with it, and everything above is built on the tempered μ (with the model's
+//! own v), the point [`crate::Gimvi::impute`] returns.
+//!
 //! The guarantee is split conformal's: coverage holds on average over genes exchangeable with
 //! the calibration genes. Errors of one gene share its efficiency, so the effective sample is
 //! closer to the number of calibration genes than to the number of points.
@@ -314,8 +319,29 @@ fn features(mu: f64, var: f64) -> (f64, f64) {
 /// variance v of its imputation.
 type Point = (usize, f64, f64, f64);
 
-/// The points of one calibration training, per spatial dataset (its index and its points).
-type SplitPoints = Vec<(usize, Vec<Point>)>;
+/// The points of one calibration training, per spatial dataset: its index, its points and
+/// each point's cell library ℓ′ (over the genes the training saw).
+type SplitPoints = Vec<(usize, Vec<Point>, Vec<f64>)>;
+
+/// `points` with every gene's imputations μ tempered with exponent `w` over the cells of its
+/// training ([`crate::tempering::temper_gene`], `libs` the points' cell libraries); the
+/// posterior variances stay as they are (module docs of [`crate::tempering`]).
+fn temper_points(points: &[Point], libs: &[f64], w: f64) -> Vec<Point> {
+    let mut per_gene: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, p) in points.iter().enumerate() {
+        per_gene.entry(p.0).or_default().push(i);
+    }
+    let mut out = points.to_vec();
+    for rows in per_gene.values() {
+        let mu: Vec<f64> = rows.iter().map(|&i| points[i].2).collect();
+        let cell_libs: Vec<f64> = rows.iter().map(|&i| libs[i]).collect();
+        let tempered = crate::tempering::temper_gene(&mu, &cell_libs, w);
+        for (&i, t) in rows.iter().zip(tempered) {
+            out[i].2 = t;
+        }
+    }
+    out
+}
 
 /// Sorted values kept as a grid of order statistics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -535,6 +561,12 @@ struct DatasetCalibration {
     /// was, or with fewer than three calibration genes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gene_bias: Option<GeneBias>,
+    /// The exponent w of the tempered point imputation chosen on the calibration points
+    /// ([`crate::tempering`]; the points were tempered with it before everything else here).
+    /// `None` in calibrations saved before it was, or with fewer than three genes: the
+    /// model's imputation, untempered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tempering: Option<f64>,
     /// Tables of every calibration point: intervals for a measurement, zero or not.
     all: TableSet,
     /// Tables of the points with a nonzero count: intervals for a measurement given that the
@@ -543,6 +575,25 @@ struct DatasetCalibration {
 }
 
 impl DatasetCalibration {
+    /// From (gene, x, μ, v) points of hidden genes and each point's cell library `libs`: the
+    /// tempering exponent w chosen on them ([`crate::tempering::choose`]), the points tempered
+    /// with it, then [`DatasetCalibration::new`] on the tempered points.
+    fn tempered(dataset: usize, points: &[Point], libs: &[f64]) -> Option<Self> {
+        let triples: Vec<(usize, f64, f64)> = points.iter().map(|p| (p.0, p.1, p.2)).collect();
+        let choice = crate::tempering::choose(&triples, libs);
+        let tempered: Vec<Point>;
+        let points = match choice {
+            Some(w) if w < 1.0 => {
+                tempered = temper_points(points, libs, w);
+                &tempered[..]
+            }
+            _ => points,
+        };
+        let mut calibration = Self::new(dataset, points)?;
+        calibration.tempering = choice;
+        Some(calibration)
+    }
+
     /// From (gene, x, μ, v) points of hidden genes, each gene's points being all the cells of
     /// the training that hid it (its level is their mean μ).
     fn new(dataset: usize, points: &[Point]) -> Option<Self> {
@@ -595,6 +646,7 @@ impl DatasetCalibration {
             cv_edges,
             gene_var,
             gene_bias,
+            tempering: None,
         })
     }
 
@@ -660,6 +712,20 @@ impl IntervalCalibration {
         } else {
             ""
         };
+        let tempered: Vec<String> = self
+            .datasets
+            .iter()
+            .filter_map(|d| d.tempering)
+            .map(|w| format!("{w:.2}"))
+            .collect();
+        let temper = if tempered.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; point imputation tempered toward the cell's library with w = {} chosen on them",
+                tempered.join(", ")
+            )
+        };
         let pass = match self.classifier_second_pass {
             Some(false) => ", adversarial classifier on the first encoder pass",
             Some(true) => ", adversarial classifier on a second encoder pass",
@@ -668,9 +734,15 @@ impl IntervalCalibration {
         format!(
             "split conformal on {} measured spatial genes hidden from {} extra trainings \
              of {} epochs{pass} ({} points): log-scale residuals {bias}scaled by the posterior and \
-             Poisson spread{gene}, quantiles per stratum of expression level x posterior CV",
+             Poisson spread{gene}, quantiles per stratum of expression level x posterior CV{temper}",
             self.genes, self.trainings, self.epochs, self.points
         )
+    }
+
+    /// The tempering exponent w of dataset `m`'s point imputation ([`crate::tempering`]),
+    /// `None` when the calibration chose none (or has no such dataset).
+    pub(crate) fn tempering(&self, m: usize) -> Option<f64> {
+        self.datasets.iter().find(|d| d.dataset == m)?.tempering
     }
 
     /// Whether dataset `m` has a calibration (with `given_detection`: one of its detected
@@ -857,23 +929,27 @@ fn merge(
     results: Vec<Result<SplitPoints, Error>>,
     train: &TrainConfig,
 ) -> Result<Option<IntervalCalibration>, Error> {
-    // Per dataset: (gene, x, μ, v) of every hidden (cell, gene), in split order.
+    // Per dataset: (gene, x, μ, v) of every hidden (cell, gene), in split order, and its
+    // cell's library.
     let mut points: SplitPoints = Vec::new();
     let mut trainings = 0;
     for result in results {
         trainings += 1;
-        for (dataset, new) in result? {
+        for (dataset, new, libs) in result? {
             match points.iter_mut().find(|p| p.0 == dataset) {
-                Some(p) => p.1.extend(new),
-                None => points.push((dataset, new)),
+                Some(p) => {
+                    p.1.extend(new);
+                    p.2.extend(libs);
+                }
+                None => points.push((dataset, new, libs)),
             }
         }
     }
     let mut genes = 0;
     let mut total = 0;
     let mut datasets = Vec::new();
-    for (m, p) in &points {
-        if let Some(d) = DatasetCalibration::new(*m, p) {
+    for (m, p, libs) in &points {
+        if let Some(d) = DatasetCalibration::tempered(*m, p, libs) {
             genes += d.all.pooled.genes;
             total += d.all.pooled.all.points;
             datasets.push(d);
@@ -927,8 +1003,11 @@ fn split_points(
         let var = imputed
             .variance
             .ok_or_else(|| Error::Input("no posterior variance returned".into()))?;
+        let cell_libs = crate::tempering::libraries(refs[hidden.dataset]);
         let mut entry = Vec::with_capacity(hidden.truth.len());
+        let mut libs = Vec::with_capacity(hidden.truth.len());
         for ((c, j), &x) in hidden.truth.indexed_iter() {
+            libs.push(cell_libs[c]);
             entry.push((
                 hidden.genes[j],
                 x,
@@ -937,8 +1016,11 @@ fn split_points(
             ));
         }
         match out.iter_mut().find(|p| p.0 == hidden.dataset) {
-            Some(p) => p.1.extend(entry),
-            None => out.push((hidden.dataset, entry)),
+            Some(p) => {
+                p.1.extend(entry);
+                p.2.extend(libs);
+            }
+            None => out.push((hidden.dataset, entry, libs)),
         }
     }
     Ok(out)

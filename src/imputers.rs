@@ -110,9 +110,12 @@ pub struct FoldPosterior {
     /// Rows of the whole spatial matrix that the rows below are (the fold's cells,
     /// [`FoldTask::spatial_cells`]).
     pub cells: Vec<usize>,
-    /// Mean over the posterior samples, the fold's spatial cells × `genes`.
+    /// Mean over the posterior samples, the fold's spatial cells × `genes`: tempered toward
+    /// the cell's library where [`FoldPosterior::tempering`] says so, as `Gimvi::impute`
+    /// returns it.
     pub mean: Array2<f64>,
-    /// Variance over the posterior samples, the fold's spatial cells × `genes`.
+    /// Variance over the posterior samples, the fold's spatial cells × `genes` (the model's,
+    /// not tempered).
     pub variance: Array2<f64>,
     /// The interval calibration made on the fold's training genes (model dataset 1), when
     /// asked for.
@@ -147,6 +150,15 @@ impl FoldPosterior {
     /// posterior and Poisson spread).
     pub fn raw_interval(&self, row: usize, col: usize, coverage: f64) -> (f64, f64) {
         crate::calibration::raw_interval(self.mean[[row, col]], self.variance[[row, col]], coverage)
+    }
+
+    /// The exponent w with which this fold's point imputation was tempered toward the cell's
+    /// library (chosen by its calibration; `None`: the model's imputation as it is).
+    pub fn tempering(&self) -> Option<f64> {
+        self.calibration
+            .as_ref()
+            .and_then(|c| c.tempering(1))
+            .filter(|&w| w < 1.0)
     }
 
     /// Whether this fold's intervals are calibrated (its imputer was asked for calibration
@@ -568,9 +580,24 @@ impl Imputer for GimviImputer {
         );
         let (prediction, pooled) = trained?;
         let n = (members * kappas.len()) as f64;
+        let calibration = calibration.transpose()?.flatten();
+        // The point imputation tempered toward the cell's library with the exponent the
+        // calibration chose on the fold's training genes (crate::tempering), as
+        // `Gimvi::impute` does.
+        let tempering = calibration
+            .as_ref()
+            .and_then(|c| c.tempering(1))
+            .filter(|&w| w < 1.0);
+        let libs = crate::tempering::libraries(&sp_counts);
+        let mut prediction = prediction / n;
+        if let Some(w) = tempering {
+            crate::tempering::temper_columns(&mut prediction, &libs, w, false);
+        }
         if let Some((sum_mean, sum_second)) = pooled {
-            let (mean, variance) = pooled_moments(sum_mean, &sum_second, n);
-            let calibration = calibration.transpose()?.flatten();
+            let (mut mean, variance) = pooled_moments(sum_mean, &sum_second, n);
+            if let Some(w) = tempering {
+                crate::tempering::temper_columns(&mut mean, &libs, w, false);
+            }
             self.posterior.push(FoldPosterior::new(
                 task.test_genes.to_vec(),
                 task.spatial_cells.to_vec(),
@@ -579,7 +606,7 @@ impl Imputer for GimviImputer {
                 calibration,
             ));
         }
-        Ok(prediction / n)
+        Ok(prediction)
     }
 }
 

@@ -69,6 +69,7 @@ mod inner;
 mod kappa;
 pub mod paper;
 mod prepare;
+mod tempering;
 #[cfg(test)]
 mod tests;
 

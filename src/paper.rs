@@ -1309,15 +1309,27 @@ mod tests {
             "calibrated intervals equal the raw ones everywhere"
         );
 
-        // Without calibration trainings: the raw intervals only, and the same point imputation
-        // (the calibration trains beside the model, never instead of it).
+        // Without calibration trainings: the raw intervals only, and the model's own point
+        // imputation (the calibration trains beside the model, never instead of it); the
+        // calibrated run returns it tempered with the w its calibration chose, which keeps
+        // each gene's total, or as it is when the calibration keeps w = 1.
         let (_, raw) = table1(&pair, &small_options(0)).unwrap();
         assert!(raw.posterior.iter().all(|f| !f.is_calibrated()));
         let names: Vec<&str> = raw.intervals.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["gimVI raw posterior"]);
         let fold = &raw.posterior[0];
         assert_eq!(fold.interval(0, 0, 0.9), fold.raw_interval(0, 0, 0.9));
-        assert_eq!(raw.posterior[0].mean, calibrated.posterior[0].mean);
+        let (model, returned) = (&raw.posterior[0].mean, &calibrated.posterior[0].mean);
+        match calibrated.posterior[0].tempering() {
+            None => assert_eq!(model, returned),
+            Some(w) => {
+                assert!((0.0..1.0).contains(&w), "w = {w}");
+                for (a, b) in model.columns().into_iter().zip(returned.columns()) {
+                    let (a, b) = (a.sum(), b.sum());
+                    assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{a} vs {b}");
+                }
+            }
+        }
     }
 
     #[test]

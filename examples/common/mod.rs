@@ -236,6 +236,18 @@ fn try_run(pair: &Pair) -> Result<(), Box<dyn std::error::Error>> {
             ));
         }
     }
+    let tempering: Vec<String> = used
+        .posterior
+        .iter()
+        .map(|f| f.tempering().map_or("1".into(), |w| format!("{w:.2}")))
+        .collect();
+    if !tempering.is_empty() {
+        md.push_str(&format!(
+            "\ngimVI κ = 5's imputation tempered toward the cell's library (w chosen per fold by \
+             its interval calibration on the fold's training genes; 1 = untempered): {}\n",
+            tempering.join(", ")
+        ));
+    }
     if !used.intervals.is_empty() {
         md.push_str(&format!(
             "\n## Prediction intervals of gimVI κ = 5 on the held-out genes\n\n{}",

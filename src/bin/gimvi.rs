@@ -745,6 +745,22 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
             chosen.join(", ")
         );
     }
+    let tempering: Vec<Option<f64>> = evaluation
+        .posterior
+        .iter()
+        .map(gimvi::paper::FoldPosterior::tempering)
+        .collect();
+    if tempering.iter().any(Option::is_some) {
+        let shown: Vec<String> = tempering
+            .iter()
+            .map(|w| w.map_or("1 (untempered)".into(), |w| format!("{w:.2}")))
+            .collect();
+        println!(
+            "Point imputation tempered toward the cell's library, w per fold (chosen on training \
+             genes by the calibration): {}",
+            shown.join(", ")
+        );
+    }
     if !evaluation.intervals.is_empty() {
         println!(
             "\nPrediction intervals of the held-out genes (gimVI, {} posterior samples{}):\n\n{}",
@@ -767,6 +783,7 @@ fn evaluate_command(args: &EvaluateArgs, quiet: bool) -> Result<()> {
                 "intervals".into(),
                 serde_json::to_value(&evaluation.intervals)?,
             );
+            object.insert("tempering".into(), serde_json::to_value(&tempering)?);
         }
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
         say(quiet, format!("report written to {}", path.display()));

@@ -93,6 +93,32 @@ fn calibrated_intervals_survive_save_and_load_and_reach_the_h5ad_file() {
     assert!(again_iv.calibrated);
     assert_eq!(again_iv.lower, iv.lower);
     assert_eq!(again_iv.upper, iv.upper);
+    // The tempering exponent is the calibration's, saved with it.
+    assert_eq!(again.tempering, imputed.tempering);
+    assert_eq!(again.mean, imputed.mean);
+    // This seeded fit tempers (w = 0.4 when written), so the tempered path is the one checked.
+    let w = imputed.tempering.expect("a tempered imputation");
+    assert!((0.0..1.0).contains(&w), "w = {w}");
+    assert!(iv.method.contains("tempered"), "{}", iv.method);
+    // Normalised values are the returned (tempered or not) counts over the cell's library:
+    // one ratio per cell, whatever the gene.
+    let normalized = model
+        .impute(
+            &sp,
+            &ImputeOptions {
+                normalized: true,
+                coverage: None,
+                ..ImputeOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(normalized.tempering, imputed.tempering);
+    for (counts, shares) in imputed.mean.rows().into_iter().zip(normalized.mean.rows()) {
+        let library = counts[0] / shares[0];
+        for (c, s) in counts.iter().zip(&shares) {
+            approx::assert_relative_eq!(*c, s * library, max_relative = 1e-4);
+        }
+    }
 
     let out = dir.path().join("imputed.h5ad");
     imputed.write_h5ad(&out).unwrap();
