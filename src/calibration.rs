@@ -327,12 +327,8 @@ type SplitPoints = Vec<(usize, Vec<Point>, Vec<f64>)>;
 /// training ([`crate::tempering::temper_gene`], `libs` the points' cell libraries); the
 /// posterior variances stay as they are (module docs of [`crate::tempering`]).
 fn temper_points(points: &[Point], libs: &[f64], w: f64) -> Vec<Point> {
-    let mut per_gene: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for (i, p) in points.iter().enumerate() {
-        per_gene.entry(p.0).or_default().push(i);
-    }
     let mut out = points.to_vec();
-    for rows in per_gene.values() {
+    for rows in crate::tempering::rows_by_gene(points.iter().map(|p| p.0)).values() {
         let mu: Vec<f64> = rows.iter().map(|&i| points[i].2).collect();
         let cell_libs: Vec<f64> = rows.iter().map(|&i| libs[i]).collect();
         let tempered = crate::tempering::temper_gene(&mu, &cell_libs, w);

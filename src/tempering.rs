@@ -115,6 +115,16 @@ pub(crate) fn libraries(counts: &gimvi_data::CsrMatrix) -> Vec<f64> {
         .collect()
 }
 
+/// The positions of each gene's points, in gene order (deterministic sums): `genes` gives the
+/// gene of every point.
+pub(crate) fn rows_by_gene(genes: impl IntoIterator<Item = usize>) -> BTreeMap<usize, Vec<usize>> {
+    let mut rows: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, g) in genes.into_iter().enumerate() {
+        rows.entry(g).or_default().push(i);
+    }
+    rows
+}
+
 /// One gene's counts x, imputations μ and cell libraries ℓ′, cell by cell.
 type GenePoints = (Vec<f64>, Vec<f64>, Vec<f64>);
 
@@ -122,22 +132,28 @@ type GenePoints = (Vec<f64>, Vec<f64>, Vec<f64>);
 /// are (gene, x, μ) with the cell's library in `libs`, each gene's points being all the cells
 /// of the training that hid it. `None` with fewer than [`MIN_GENES`] genes.
 pub(crate) fn choose(points: &[(usize, f64, f64)], libs: &[f64]) -> Option<f64> {
-    let mut genes: BTreeMap<usize, GenePoints> = BTreeMap::new();
-    for (p, &l) in points.iter().zip(libs) {
-        if !(p.1.is_finite() && p.2.is_finite() && l.is_finite() && l > 0.0) {
-            continue;
-        }
-        let g = genes.entry(p.0).or_default();
-        g.0.push(p.1.max(0.0));
-        g.1.push(p.2.max(0.0));
-        g.2.push(l);
-    }
+    let genes: Vec<GenePoints> = rows_by_gene(points.iter().map(|p| p.0))
+        .into_values()
+        .map(|rows| {
+            let mut g = GenePoints::default();
+            for i in rows {
+                let (p, l) = (points[i], libs[i]);
+                if p.1.is_finite() && p.2.is_finite() && l.is_finite() && l > 0.0 {
+                    g.0.push(p.1.max(0.0));
+                    g.1.push(p.2.max(0.0));
+                    g.2.push(l);
+                }
+            }
+            g
+        })
+        .filter(|g| !g.0.is_empty())
+        .collect();
     if genes.len() < MIN_GENES {
         return None;
     }
     let log_likelihood = |w: f64| -> f64 {
         genes
-            .values()
+            .iter()
             .map(|(x, mu, libs)| {
                 let tempered = temper_gene(mu, libs, w);
                 let (sx, st): (f64, f64) = (x.iter().sum(), tempered.iter().sum());
