@@ -821,7 +821,7 @@ impl Gimvi {
             crate::calibration::check_coverage(c)?;
         }
         let index = ensemble.gene_indices(&genes)?;
-        let imputed = ensemble.impute(
+        let mut imputed = ensemble.impute(
             m,
             &sub.counts,
             &index,
@@ -833,12 +833,7 @@ impl Gimvi {
         )?;
         // The point imputation tempered toward the cell's library with the exponent the
         // calibration chose (crate::tempering); without a calibration, the model's own.
-        let tempering = ensemble
-            .calibration
-            .as_ref()
-            .and_then(|c| c.tempering(m))
-            .filter(|&w| w < 1.0);
-        let mut imputed = imputed;
+        let tempering = ensemble.calibration.as_ref().and_then(|c| c.tempering(m));
         if let Some(w) = tempering {
             crate::tempering::temper_columns(
                 &mut imputed.mean,

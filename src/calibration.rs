@@ -735,10 +735,15 @@ impl IntervalCalibration {
         )
     }
 
-    /// The tempering exponent w of dataset `m`'s point imputation ([`crate::tempering`]),
-    /// `None` when the calibration chose none (or has no such dataset).
+    /// The tempering exponent w < 1 of dataset `m`'s point imputation ([`crate::tempering`]),
+    /// `None` when the model's imputation is kept (w = 1 chosen, none chosen, or no such
+    /// dataset).
     pub(crate) fn tempering(&self, m: usize) -> Option<f64> {
-        self.datasets.iter().find(|d| d.dataset == m)?.tempering
+        self.datasets
+            .iter()
+            .find(|d| d.dataset == m)?
+            .tempering
+            .filter(|&w| w < 1.0)
     }
 
     /// Whether dataset `m` has a calibration (with `given_detection`: one of its detected

@@ -155,10 +155,7 @@ impl FoldPosterior {
     /// The exponent w with which this fold's point imputation was tempered toward the cell's
     /// library (chosen by its calibration; `None`: the model's imputation as it is).
     pub fn tempering(&self) -> Option<f64> {
-        self.calibration
-            .as_ref()
-            .and_then(|c| c.tempering(1))
-            .filter(|&w| w < 1.0)
+        self.calibration.as_ref().and_then(|c| c.tempering(1))
     }
 
     /// Whether this fold's intervals are calibrated (its imputer was asked for calibration
@@ -587,16 +584,15 @@ impl Imputer for GimviImputer {
         let tempering = calibration
             .as_ref()
             .and_then(|c| c.tempering(1))
-            .filter(|&w| w < 1.0);
-        let libs = crate::tempering::libraries(&sp_counts);
+            .map(|w| (w, crate::tempering::libraries(&sp_counts)));
         let mut prediction = prediction / n;
-        if let Some(w) = tempering {
-            crate::tempering::temper_columns(&mut prediction, &libs, w, false);
+        if let Some((w, libs)) = &tempering {
+            crate::tempering::temper_columns(&mut prediction, libs, *w, false);
         }
         if let Some((sum_mean, sum_second)) = pooled {
             let (mut mean, variance) = pooled_moments(sum_mean, &sum_second, n);
-            if let Some(w) = tempering {
-                crate::tempering::temper_columns(&mut mean, &libs, w, false);
+            if let Some((w, libs)) = &tempering {
+                crate::tempering::temper_columns(&mut mean, libs, *w, false);
             }
             self.posterior.push(FoldPosterior::new(
                 task.test_genes.to_vec(),
