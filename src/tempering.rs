@@ -42,19 +42,13 @@ const RATE_FLOOR: f64 = 1e-12;
 /// One gene's imputations `mu` over cells with libraries `libs`, tempered with `w` (module
 /// docs): k·ℓ′·(μ/ℓ′)^w, k keeping Σμ. Negative or non-finite imputations count as 0.
 pub(crate) fn temper_gene(mu: &[f64], libs: &[f64], w: f64) -> Vec<f64> {
+    let clean = |m: f64| if m.is_finite() { m.max(0.0) } else { 0.0 };
     let raw: Vec<f64> = mu
         .iter()
         .zip(libs)
-        .map(|(&m, &l)| {
-            let m = if m.is_finite() { m.max(0.0) } else { 0.0 };
-            l * (m / l).powf(w)
-        })
+        .map(|(&m, &l)| l * (clean(m) / l).powf(w))
         .collect();
-    let total: f64 = mu
-        .iter()
-        .filter(|m| m.is_finite())
-        .map(|m| m.max(0.0))
-        .sum();
+    let total: f64 = mu.iter().map(|&m| clean(m)).sum();
     let raw_total: f64 = raw.iter().sum();
     let k = if raw_total > 0.0 {
         total / raw_total
